@@ -1,0 +1,248 @@
+"""Turning transport outcomes into :class:`~airflow_alerting.model.DeliveryResult` values.
+
+Shared by every channel so "what is worth retrying" is decided in one place:
+
+* HTTP 408, 425, 429 and 5xx are retryable, other 4xx are not (the request itself is wrong);
+* refused connections, resets, timeouts and other socket errors are retryable;
+* configuration problems (invalid URLs, certificate verification failures, missing
+  connections) are not, since repeating them cannot help.
+
+Details are built from status codes, error codes and exception *type names* -- never from
+``str(exception)``, which for HTTP libraries can contain the request URL (for a Slack
+webhook, the URL is the secret) -- and are passed through :func:`hide` as a last line of
+defence.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import time
+from collections.abc import Iterable, Mapping
+from email.utils import parsedate_to_datetime
+
+from airflow_alerting.model import DeliveryResult
+
+_RETRYABLE_STATUS = frozenset({408, 425, 429})
+_DETAIL_LIMIT = 300
+_SAFE_CODE = re.compile(r"[A-Za-z0-9_.:\- ]{1,80}")
+#: secrets shorter than this are not searched for; they would match innocent text
+_MIN_SECRET = 4
+
+
+def hide(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Replace every occurrence of each secret in ``text`` with ``***``.
+
+    :param text: a detail message
+    :param secrets: values that must never appear (tokens, passwords, webhook URLs, routing keys)
+    :return: the text without those values
+    """
+    for secret in sorted({s for s in secrets if s and len(s) >= _MIN_SECRET}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def result(
+    channel: str,
+    *,
+    ok: bool,
+    detail: str,
+    retryable: bool = False,
+    external_id: str | None = None,
+    retry_after: float | None = None,
+    secrets: Iterable[str | None] = (),
+) -> DeliveryResult:
+    """Build a :class:`DeliveryResult` whose ``detail`` is short and free of ``secrets``.
+
+    :param channel: the channel's name
+    :param ok: whether the service accepted the message
+    :param detail: human-readable explanation
+    :param retryable: whether a later attempt may succeed (ignored when ``ok``)
+    :param external_id: id the service gave the message
+    :param retry_after: seconds the service asked us to wait before retrying
+    :param secrets: values to strip from ``detail``
+    :return: the result
+    """
+    clean = hide(detail, secrets)
+    if len(clean) > _DETAIL_LIMIT:
+        clean = clean[: _DETAIL_LIMIT - 1] + "…"
+    return DeliveryResult(
+        channel=channel,
+        ok=ok,
+        retryable=retryable and not ok,
+        detail=clean,
+        external_id=external_id,
+        retry_after=retry_after if not ok else None,
+    )
+
+
+def status_is_retryable(status: int) -> bool:
+    """Whether an HTTP error status is worth retrying (408, 425, 429 and 5xx).
+
+    :param status: the HTTP status code
+    :return: ``True`` for transient failures
+    """
+    return status in _RETRYABLE_STATUS or 500 <= status <= 599
+
+
+def safe_code(value: object) -> str | None:
+    """An error code from a response body, if it looks like one (``"channel_not_found"``).
+
+    Free text from a server is not echoed, because it may repeat what we sent.
+
+    :param value: candidate code
+    :return: the code, or ``None`` when it is not a short identifier
+    """
+    if isinstance(value, str) and _SAFE_CODE.fullmatch(value.strip()):
+        return value.strip()
+    return None
+
+
+def header(headers: Mapping[str, object] | None, name: str) -> str | None:
+    """Case-insensitive header lookup that tolerates list-valued headers.
+
+    :param headers: response headers
+    :param name: header name
+    :return: the first value, or ``None``
+    """
+    if not headers:
+        return None
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            if isinstance(value, (list, tuple)):
+                value = value[0] if value else None
+            return None if value is None else str(value)
+    return None
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Parse a ``Retry-After`` header (delta-seconds or HTTP-date) into seconds from now.
+
+    :param value: the header value
+    :param now: current POSIX time, for tests
+    :return: seconds to wait (>= 0), or ``None`` when absent or unparseable
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def http_failure(
+    channel: str,
+    status: int,
+    *,
+    action: str,
+    code: str | None = None,
+    retry_after: float | None = None,
+    secrets: Iterable[str | None] = (),
+) -> DeliveryResult:
+    """A failed result for an HTTP error status.
+
+    :param channel: the channel's name
+    :param status: HTTP status code
+    :param action: what was attempted, e.g. ``"slack chat.postMessage"``
+    :param code: service error code from the body, if any (see :func:`safe_code`)
+    :param retry_after: parsed ``Retry-After``
+    :param secrets: values to strip from the detail
+    :return: the result, retryable per :func:`status_is_retryable`
+    """
+    detail = f"{action}: HTTP {status}" + (f" {code}" if code else "")
+    if retry_after is not None:
+        detail += f" (retry after {retry_after:g}s)"
+    return result(
+        channel,
+        ok=False,
+        retryable=status_is_retryable(status),
+        detail=detail,
+        retry_after=retry_after,
+        secrets=secrets,
+    )
+
+
+def _causes(exc: BaseException) -> Iterable[BaseException]:
+    """The exception, what it wraps (``URLError.reason``) and its ``__cause__``/``__context__`` chain."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            pending.append(reason)
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                pending.append(linked)
+
+
+def transport_error(exc: BaseException) -> tuple[bool, str] | None:
+    """Classify a network-level exception.
+
+    Looks through wrappers (``URLError``, exceptions re-raised by hooks) for the underlying
+    socket error.  Value errors (invalid URL, certificate verification failure) are
+    configuration problems; other ``OSError``\\s and HTTP protocol errors are transient.
+
+    :param exc: the exception raised while talking to the service
+    :return: ``(retryable, description)``, or ``None`` when it is not a transport error
+    """
+    for cause in _causes(exc):
+        if isinstance(cause, ValueError) and isinstance(cause, OSError):
+            # ssl.SSLCertVerificationError, requests' InvalidURL/MissingSchema, ...
+            return False, f"{type(cause).__name__} (configuration problem)"
+        if isinstance(cause, TimeoutError):
+            return True, "timed out"
+        if isinstance(cause, (OSError, http.client.HTTPException)):
+            return True, describe(cause)
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """A short description of an exception that cannot leak URLs or payloads.
+
+    :param exc: the exception
+    :return: the type name, plus ``strerror`` for OS-level errors (``"ConnectionRefusedError
+        (Connection refused)"``)
+    """
+    name = type(exc).__name__
+    strerror = getattr(exc, "strerror", None) if isinstance(exc, OSError) else None
+    return f"{name} ({strerror})" if isinstance(strerror, str) and strerror else name
+
+
+def exception_failure(
+    channel: str,
+    exc: BaseException,
+    *,
+    action: str,
+    secrets: Iterable[str | None] = (),
+) -> DeliveryResult:
+    """A failed result for an exception raised while delivering.
+
+    Transport errors are classified by :func:`transport_error`; anything else is a bug or
+    a configuration problem and is not retried.
+
+    :param channel: the channel's name
+    :param exc: the exception
+    :param action: what was attempted
+    :param secrets: values to strip from the detail
+    :return: the result
+    """
+    classified = transport_error(exc)
+    if classified is not None:
+        retryable, description = classified
+        return result(
+            channel, ok=False, retryable=retryable, detail=f"{action}: {description}", secrets=secrets
+        )
+    return result(channel, ok=False, retryable=False, detail=f"{action}: {describe(exc)}", secrets=secrets)

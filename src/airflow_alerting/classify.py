@@ -1,0 +1,331 @@
+"""Severity classification: how bad is this failure, and why.
+
+The classifier looks at the exception (type with its bases, and message), the task's
+context (will it retry, business impact, how much waits downstream), optional business
+hours, and user rules; it returns a :class:`~airflow_alerting.model.Classification`
+whose ``reasons`` say, in words, every step that shaped the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, time, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from airflow_alerting.matching import AlertMatcher
+from airflow_alerting.model import Alert, AlertKind, Classification, Severity
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A classification rule: when ``match`` matches, set a severity and/or raise it.
+
+    Rules are evaluated in order; the first rule with a ``severity`` decides the base severity,
+    every matching rule's ``raise_by`` (which may be negative) is applied after it.
+
+    :param name: short identifier shown in reasons and logs
+    :param match: the criteria
+    :param severity: the severity to set, or ``None`` for an adjust-only rule
+    :param raise_by: levels to raise (negative lowers) after the base severity is known
+    :param description: why the rule exists, shown in reasons
+    """
+
+    name: str
+    match: AlertMatcher
+    severity: Severity | None = None
+    raise_by: int = 0
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class BusinessHours:
+    """Working hours, for the optional "quieter outside business hours" factor.
+
+    :param timezone: IANA zone name
+    :param days: ISO weekdays (1 = Monday) that are working days
+    :param start: start of the working day (local time)
+    :param end: end of the working day (local time)
+    """
+
+    timezone: str = "UTC"
+    days: tuple[int, ...] = (1, 2, 3, 4, 5)
+    start: time = time(9, 0)
+    end: time = time(18, 0)
+
+    def __post_init__(self) -> None:
+        ZoneInfo(self.timezone)  # fail at policy load on an unknown zone
+
+    def contains(self, moment: datetime) -> bool:
+        local = moment.astimezone(ZoneInfo(self.timezone))
+        return local.isoweekday() in self.days and self.start <= local.time() < self.end
+
+
+def _rule(name: str, severity: Severity, description: str, **match: Any) -> Rule:
+    return Rule(name=name, match=AlertMatcher(**match), severity=severity, description=description)
+
+
+#: The default rule set, documented as a table in docs/classification.md.  Order matters:
+#: the first rule with a severity wins, so the most specific causes come first.
+DEFAULT_RULES: tuple[Rule, ...] = (
+    _rule(
+        "dag_run_failed",
+        Severity.MEDIUM,
+        "the DAG run failed; its failed tasks alert on their own",
+        kinds=("dag_failure",),
+    ),
+    _rule(
+        "disk_full",
+        Severity.CRITICAL,
+        "the host ran out of disk: every task on it will fail",
+        message_patterns=(r"no space left on device", r"disk (is )?full", r"quota exceeded"),
+    ),
+    _rule(
+        "out_of_memory",
+        Severity.HIGH,
+        "out of memory: retrying rarely helps",
+        exception_types=("MemoryError",),
+    ),
+    _rule(
+        "out_of_memory_message",
+        Severity.HIGH,
+        "out of memory: retrying rarely helps",
+        message_patterns=(r"out of memory", r"oomkilled", r"cannot allocate memory"),
+    ),
+    _rule(
+        "scheduler_detected",
+        Severity.HIGH,
+        "the task died without raising (killed, OOM or heartbeat timeout, detected by the scheduler)",
+        no_exception=True,
+    ),
+    _rule(
+        "permission",
+        Severity.HIGH,
+        "credentials or permissions are wrong: needs a human, retries will not fix it",
+        exception_types=("PermissionError",),
+    ),
+    _rule(
+        "permission_message",
+        Severity.HIGH,
+        "credentials or permissions are wrong: needs a human, retries will not fix it",
+        message_patterns=(
+            r"permission denied",
+            r"access denied",
+            r"forbidden",
+            r"unauthori[sz]ed",
+            r"authentication failed",
+            r"invalid credentials",
+        ),
+    ),
+    _rule(
+        "task_timeout",
+        Severity.HIGH,
+        "the task exceeded its execution_timeout",
+        exception_types=("AirflowTaskTimeout", "AirflowTaskTerminated"),
+    ),
+    _rule(
+        "code_error",
+        Severity.HIGH,
+        "a programming error: it fails the same way until the code is fixed",
+        exception_types=(
+            "ImportError",
+            "NameError",
+            "AttributeError",
+            "TypeError",
+            "KeyError",
+            "SyntaxError",
+            "NotImplementedError",
+        ),
+    ),
+    _rule(
+        "data_quality",
+        Severity.MEDIUM,
+        "a data-quality check failed",
+        message_patterns=(
+            r"data[ -]quality",
+            r"validation failed",
+            r"\bnull\b",
+            r"duplicate (key|rows?|records?)",
+            r"schema mismatch",
+            r"row count",
+            r"check failed",
+        ),
+    ),
+    _rule(
+        "data_quality_exception",
+        Severity.MEDIUM,
+        "a data-quality check failed",
+        exception_types=("AssertionError", "DataQualityError", "ValidationError"),
+    ),
+    _rule(
+        "transient_network",
+        Severity.MEDIUM,
+        "a transient network or upstream-service error",
+        exception_types=("ConnectionError", "TimeoutError", "socket.timeout", "HTTPError"),
+    ),
+    _rule(
+        "transient_message",
+        Severity.MEDIUM,
+        "a transient network or upstream-service error",
+        message_patterns=(
+            r"connection (refused|reset|aborted)",
+            r"timed? ?out",
+            r"temporar(il)?y unavailable",
+            r"too many requests",
+            r"rate limit",
+            r"\b50[234]\b",
+        ),
+    ),
+    _rule(
+        "sensor_timeout",
+        Severity.MEDIUM,
+        "a sensor gave up waiting",
+        exception_types=("AirflowSensorTimeout",),
+    ),
+)
+
+#: tags that mark business impact, compared case-insensitively
+CRITICAL_IMPACT_TAGS = ("tier:1", "tier1", "critical", "business-critical")
+HIGH_IMPACT_TAGS = ("tier:2", "tier2", "high-impact")
+
+
+@dataclass(frozen=True)
+class SeverityClassifier:
+    """Turns an :class:`~airflow_alerting.model.Alert` into a severity with reasons.
+
+    :param rules: user rules, evaluated before the defaults
+    :param include_default_rules: also use :data:`DEFAULT_RULES`
+    :param default_severity: severity when no rule matches
+    :param retry_severity: severity of a failure that Airflow will retry; ``None`` makes it silent
+        (recorded and counted, never sent)
+    :param impact_param: DAG/task param whose value (``critical``/``high``) sets a severity floor
+    :param downstream_threshold: raise one level when at least this many tasks wait downstream
+        (0 disables)
+    :param business_hours: working hours; outside them, ``off_hours_lower_by`` levels are taken off
+        non-critical alerts
+    :param off_hours_lower_by: levels to lower outside business hours
+    :param clock: returns "now" (injectable for tests)
+    """
+
+    rules: tuple[Rule, ...] = ()
+    include_default_rules: bool = True
+    default_severity: Severity = Severity.MEDIUM
+    retry_severity: Severity | None = Severity.LOW
+    impact_param: str = "business_impact"
+    critical_tags: tuple[str, ...] = CRITICAL_IMPACT_TAGS
+    high_tags: tuple[str, ...] = HIGH_IMPACT_TAGS
+    downstream_threshold: int = 10
+    business_hours: BusinessHours | None = None
+    off_hours_lower_by: int = 0
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc), compare=False)
+
+    @property
+    def all_rules(self) -> tuple[Rule, ...]:
+        return self.rules + (DEFAULT_RULES if self.include_default_rules else ())
+
+    def classify(self, alert: Alert) -> Classification:
+        """Classify ``alert``; the reasons list every factor that applied, in order."""
+        if alert.kind.is_recovery:
+            return Classification(Severity.LOW, ("the task recovered",))
+        if alert.kind in (AlertKind.TASK_FAILURE, AlertKind.TASK_RETRY) and not alert.is_final_try:
+            return self._retry(alert)
+
+        reasons: list[str] = []
+        matched: list[str] = []
+        severity: Severity | None = None
+        adjust = 0
+        for rule in self.all_rules:
+            why = rule.match.explain(alert)
+            if why is None:
+                continue
+            if rule.severity is not None and severity is None:
+                severity = rule.severity
+                matched.append(rule.name)
+                reasons.append(_rule_reason(rule, why, f"severity {rule.severity.label}"))
+            elif rule.raise_by and rule.severity is None:
+                adjust += rule.raise_by
+                matched.append(rule.name)
+                reasons.append(_rule_reason(rule, why, f"{rule.raise_by:+d} level(s)"))
+        if severity is None:
+            severity = self.default_severity
+            reasons.append(f"no rule matched: default severity {severity.label}")
+        if adjust:
+            severity = severity.raised(adjust)
+
+        if alert.kind is AlertKind.TASK_FAILURE and alert.try_number > 1:
+            reasons.append(f"final failure after {alert.try_number} tries")
+
+        severity = self._apply_impact(alert, severity, reasons)
+        if self.downstream_threshold and alert.downstream_count >= self.downstream_threshold:
+            raised = severity.raised()
+            if raised != severity:
+                reasons.append(
+                    f"{alert.downstream_count} downstream tasks are blocked "
+                    f"(>= {self.downstream_threshold}): raised to {raised.label}"
+                )
+                severity = raised
+        severity = self._apply_business_hours(severity, reasons)
+        return Classification(severity, tuple(reasons), rules=tuple(matched))
+
+    def _retry(self, alert: Alert) -> Classification:
+        tries = f"try {alert.try_number} of {alert.max_tries + 1}"
+        if self.retry_severity is None:
+            return Classification(Severity.LOW, (f"will retry ({tries}): silent by policy",), silent=True)
+        return Classification(
+            self.retry_severity, (f"will retry ({tries}): {self.retry_severity.label} until the final try",)
+        )
+
+    def _apply_impact(self, alert: Alert, severity: Severity, reasons: list[str]) -> Severity:
+        tags = {t.lower() for t in alert.tags}
+        impact = str(alert.params.get(self.impact_param, "")).strip().lower()
+        floor: Severity | None = None
+        why = ""
+        critical_tag = next((t for t in self.critical_tags if t.lower() in tags), None)
+        high_tag = next((t for t in self.high_tags if t.lower() in tags), None)
+        if impact == "critical" or critical_tag:
+            floor = Severity.CRITICAL
+            why = f"tag {critical_tag}" if critical_tag else f"param {self.impact_param}=critical"
+        elif impact == "high" or high_tag:
+            floor = Severity.HIGH
+            why = f"tag {high_tag}" if high_tag else f"param {self.impact_param}=high"
+        if floor is not None and severity < floor:
+            reasons.append(f"business impact ({why}): raised to {floor.label}")
+            return floor
+        return severity
+
+    def _apply_business_hours(self, severity: Severity, reasons: list[str]) -> Severity:
+        if self.business_hours is None or not self.off_hours_lower_by or severity is Severity.CRITICAL:
+            return severity
+        if self.business_hours.contains(self.clock()):
+            return severity
+        lowered = severity.raised(-self.off_hours_lower_by)
+        if lowered != severity:
+            reasons.append(f"outside business hours: lowered to {lowered.label}")
+        return lowered
+
+
+def _rule_reason(rule: Rule, why: str, effect: str) -> str:
+    text = f"rule {rule.name} ({why}): {effect}"
+    return f"{text}, {rule.description}" if rule.description else text
+
+
+def classify_error_severity(
+    exception: BaseException | None,
+    context: Any = None,
+    *,
+    classifier: SeverityClassifier | None = None,
+) -> Severity:
+    """Classify an exception, optionally in an Airflow callback context, with the default rules.
+
+    :param exception: the exception (``None`` for failures detected by the scheduler)
+    :param context: an Airflow callback context; its exception is replaced by ``exception``
+    :param classifier: a custom classifier; the default rule set when omitted
+    """
+    from airflow_alerting.context import alert_from_context
+
+    merged: dict[str, Any] = dict(context or {})
+    merged["exception"] = exception
+    alert = alert_from_context(merged)
+    return (classifier or SeverityClassifier()).classify(alert).severity
+

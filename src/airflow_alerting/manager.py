@@ -1,0 +1,573 @@
+"""The alert manager: sequences classify -> fingerprint -> route -> decide -> render -> deliver -> record.
+
+Channels run concurrently and independently under one deadline: one failing or hanging
+never blocks another, and nothing raises into the task.  A state store outage fails open
+(send, bounded by an in-process cap) because a duplicate is a nuisance while a lost
+critical alert is an incident.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from airflow_alerting import metrics
+from airflow_alerting.fingerprint import fingerprint as compute_fingerprint
+from airflow_alerting.model import (
+    Alert,
+    AlertKind,
+    AlertOutcome,
+    ChannelOutcome,
+    Classification,
+    Decision,
+    DecisionReason,
+    DeliveryResult,
+    Escalation,
+    HistoryEntry,
+    Notification,
+    Severity,
+)
+from airflow_alerting.policy import AlertPolicy
+from airflow_alerting.state.base import OpenIncident, StateStore, StateUnavailableError
+
+if TYPE_CHECKING:
+    from airflow_alerting.channels.base import Channel
+    from airflow_alerting.config import AlertingSettings
+
+log = logging.getLogger("airflow_alerting")
+
+#: the channel name recorded for alerts that no channel receives
+NO_CHANNEL = "-"
+
+
+def utcnow() -> datetime:
+    """The managers' default clock."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """How hard the manager tries to deliver.
+
+    :param attempts: tries per channel for retryable failures
+    :param deadline: seconds for the whole alert (all channels, all attempts)
+    :param backoff_base: first retry delay in seconds, doubled each attempt, with jitter
+    :param backoff_cap: longest single retry delay
+    """
+
+    attempts: int = 3
+    deadline: float = 30.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 5.0
+
+
+class _FailOpenCap:
+    """Bounds sends made while the state store is down, per fingerprint and channel, in this process."""
+
+    def __init__(self, limit_per_window: int = 3) -> None:
+        self.limit = limit_per_window
+        self._sent: dict[tuple[str, str], list[datetime]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: tuple[str, str], now: datetime, window: timedelta) -> bool:
+        # a zero window (critical) still needs a bound during an outage storm: one minute
+        horizon = now - max(window, timedelta(minutes=1))
+        with self._lock:
+            recent = [t for t in self._sent.get(key, []) if t > horizon]
+            if len(recent) >= self.limit:
+                self._sent[key] = recent
+                return False
+            self._sent[key] = [*recent, now]
+            return True
+
+
+class AlertManager:
+    """Turns alerts into notifications according to an :class:`~airflow_alerting.policy.AlertPolicy`.
+
+    Usable directly by code that builds its own alerts (:meth:`send_alert`, :meth:`should_throttle`),
+    and used by :class:`~airflow_alerting.notifications.alert.AlertNotifier` for Airflow callbacks.
+
+    :param policy: the routing policy; the defaults when omitted
+    :param store: where throttle and incident state lives; from ``[alerting] state_backend`` when omitted
+    :param channels: channel instances by name; built from the policy and ``[alerting]`` config on
+        first use when omitted
+    :param settings: the ``[alerting]`` configuration; read from Airflow's config when omitted
+    :param clock: returns the current time (injectable for tests)
+    :param delivery: retry and deadline options; from settings when omitted
+    """
+
+    def __init__(
+        self,
+        policy: AlertPolicy | None = None,
+        *,
+        store: StateStore | None = None,
+        channels: Mapping[str, Channel] | None = None,
+        settings: AlertingSettings | None = None,
+        clock: Callable[[], datetime] | None = None,
+        delivery: DeliveryOptions | None = None,
+    ) -> None:
+        self.policy = policy or AlertPolicy()
+        self._settings = settings
+        self._store = store
+        self._channels: dict[str, Channel] = dict(channels or {})
+        self._explicit_channels = channels is not None
+        # looked up at call time, so a test harness can move time for managers it did not build
+        self.clock = clock or (lambda: utcnow())
+        self._delivery = delivery
+        self._fail_open = _FailOpenCap()
+        self._lock = threading.Lock()
+
+    # --- lazily built collaborators -----------------------------------------------------
+
+    @property
+    def settings(self) -> AlertingSettings:
+        if self._settings is None:
+            from airflow_alerting.config import load_settings
+
+            self._settings = load_settings()
+        return self._settings
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            from airflow_alerting.state import store_from_settings
+
+            self._store = store_from_settings(self.settings)
+        return self._store
+
+    @property
+    def delivery(self) -> DeliveryOptions:
+        if self._delivery is None:
+            self._delivery = DeliveryOptions(
+                attempts=self.settings.delivery_attempts, deadline=self.settings.callback_deadline_seconds
+            )
+        return self._delivery
+
+    def channel(self, name: str) -> Channel | None:
+        """Return the channel called ``name``, building it from policy and config the first time."""
+        with self._lock:
+            if name in self._channels:
+                return self._channels[name]
+            if self._explicit_channels:
+                return None
+            from airflow_alerting.channels.factory import build_channel
+
+            built = build_channel(self.policy.channel_spec(name), self.settings)
+            self._channels[name] = built
+            return built
+
+    # --- public API -----------------------------------------------------------------------
+
+    def handle(self, alert: Alert, *, severity: Severity | None = None) -> AlertOutcome:
+        """Run ``alert`` through the whole pipeline and return what happened.  Never raises.
+
+        :param alert: the alert
+        :param severity: force this severity instead of classifying
+        """
+        try:
+            # the manager's clock is the one authority on time (tests freeze it, stores compare with it)
+            alert = replace(alert, occurred_at=self.clock())
+            if alert.kind.is_recovery:
+                return self._resolve(alert)
+            return self._notify(alert, severity)
+        except Exception as err:  # the last line of defence: an alerting bug must not fail the task
+            log.exception("alerting pipeline failed for %s", alert.source)
+            metrics.incr("errors")
+            classification = Classification(severity or Severity.HIGH, (f"pipeline error: {type(err).__name__}",))
+            return AlertOutcome(alert, classification, "", ())
+
+    def send_alert(
+        self,
+        title: str,
+        message: str = "",
+        *,
+        severity: Severity | str | None = None,
+        dag_id: str = "custom",
+        task_id: str | None = None,
+        tags: Sequence[str] = (),
+        owner: str | None = None,
+        exception: BaseException | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> AlertOutcome:
+        """Send an alert built by user code through the same pipeline as Airflow's callbacks.
+
+        :param title: one-line title
+        :param message: details (untrusted text is fine: it is escaped, never templated)
+        :param severity: force a severity; classified from the other fields when omitted
+        :param dag_id: groups and routes the alert like a DAG id
+        :param task_id: optional task id
+        :param tags: routing and business-impact tags
+        :param owner: routing owner
+        :param exception: an exception to classify and describe
+        :param params: extra values (e.g. ``business_impact``)
+        """
+        from airflow_alerting.context import alert_from_context
+
+        base = alert_from_context({"exception": exception}, kind=AlertKind.CUSTOM) if exception else None
+        alert = Alert(
+            dag_id=dag_id,
+            kind=AlertKind.CUSTOM,
+            task_id=task_id,
+            exception_type=base.exception_type if base else None,
+            exception_mro=base.exception_mro if base else (),
+            message=message or (base.message if base else ""),
+            owner=owner,
+            tags=frozenset(tags),
+            params=dict(params or {}),
+            occurred_at=self.clock(),
+            detected_by="user",
+            title=title,
+        )
+        return self.handle(alert, severity=Severity.parse(severity) if severity is not None else None)
+
+    def should_throttle(self, alert: Alert, channel: str | None = None) -> bool:
+        """Return ``True`` if ``alert`` would be held back (on ``channel``, or on every routed channel).
+
+        Read-only: nothing is recorded.
+        """
+        classification = self.policy.classifier.classify(alert)
+        if classification.silent:
+            return True
+        fp = compute_fingerprint(alert, self.policy.group_by)
+        channels = (channel,) if channel else self.policy.router.route(alert, classification.severity).channels
+        if not channels:
+            return True
+        now = self.clock()
+        from airflow_alerting import throttle
+
+        window = self.policy.window_for(classification.severity)
+        return all(
+            not throttle.decide(
+                self.store.channel_state(fp, name), now=now, window=window, severity=classification.severity
+            ).send
+            for name in channels
+        )
+
+    # --- the pipeline ---------------------------------------------------------------------
+
+    def _notify(self, alert: Alert, forced: Severity | None) -> AlertOutcome:
+        now = self.clock()
+        if forced is not None:
+            classification = Classification(forced, (f"severity {forced.label} given by the caller",))
+        else:
+            classification = self.policy.classifier.classify(alert)
+        fp = compute_fingerprint(alert, self.policy.group_by)
+        escalation: Escalation | None = None
+        state_ok = True
+
+        if alert.is_final_try:
+            try:
+                occurrence = self.store.record_occurrence(
+                    fp, alert.occurrence_id, now=now, window=self.policy.escalation.within
+                )
+            except StateUnavailableError as err:
+                state_ok = False
+                log.warning("alerting state unavailable (%s): failing open", err)
+                metrics.incr("state_unavailable")
+            else:
+                if occurrence.duplicate:
+                    self._log_classification(alert, classification, fp, None, "duplicate callback")
+                    return self._finish(alert, classification, fp, None, [], DecisionReason.DUPLICATE_CALLBACK)
+                escalation = self._escalation(classification, occurrence.count_in_window)
+
+        severity = escalation.to_severity if escalation else classification.severity
+        routing = self.policy.router.route(alert, severity)
+        self._log_classification(alert, classification, fp, escalation, routing.reason)
+        if classification.silent:
+            return self._finish(alert, classification, fp, escalation, [], DecisionReason.SILENCED)
+        if not routing.channels:
+            return self._finish(alert, classification, fp, escalation, [], DecisionReason.NOT_ROUTED)
+
+        window = self.policy.window_for(severity)
+        to_send: list[tuple[Notification, str | None]] = []
+        held: list[ChannelOutcome] = []
+        for name in routing.channels:
+            decision, token = self._claim(fp, name, alert, severity, window, escalation, now, state_ok)
+            if decision.send:
+                notification = Notification(
+                    alert=alert,
+                    classification=classification,
+                    fingerprint=fp,
+                    channel=name,
+                    decision=decision,
+                    escalation=escalation,
+                    airflow_url=self._airflow_url(alert),
+                )
+                to_send.append((notification, token))
+            else:
+                held.append(ChannelOutcome(name, decision))
+
+        delivered = self._deliver_all([n for n, _ in to_send])
+        outcomes = list(held)
+        for (notification, token), result in zip(to_send, delivered, strict=True):
+            self._settle(notification, token, result, now)
+            outcomes.append(ChannelOutcome(notification.channel, notification.decision, result))
+        order = {name: i for i, name in enumerate(routing.channels)}
+        outcomes.sort(key=lambda o: order.get(o.channel, len(order)))
+        return self._finish(alert, classification, fp, escalation, outcomes, None)
+
+    def _escalation(self, classification: Classification, count: int) -> Escalation | None:
+        rule = self.policy.escalation
+        if not rule.enabled or count < rule.after or classification.severity is Severity.CRITICAL:
+            return None
+        return Escalation(classification.severity, classification.severity.raised(), count, rule.within)
+
+    def _claim(
+        self,
+        fp: str,
+        channel: str,
+        alert: Alert,
+        severity: Severity,
+        window: timedelta,
+        escalation: Escalation | None,
+        now: datetime,
+        state_ok: bool,
+    ) -> tuple[Decision, str | None]:
+        if state_ok:
+            try:
+                claim = self.store.claim(
+                    fp,
+                    channel,
+                    now=now,
+                    window=window,
+                    severity=severity,
+                    escalated=escalation is not None,
+                    source=alert.source,
+                    lease=self.policy.lease,
+                )
+                return claim.decision, claim.token
+            except StateUnavailableError as err:
+                log.warning("alerting state unavailable (%s): failing open", err)
+                metrics.incr("state_unavailable")
+        if self._fail_open.allow((fp, channel), now, window):
+            return Decision(True, DecisionReason.STATE_UNAVAILABLE, detail="state store unavailable"), None
+        return Decision(False, DecisionReason.STATE_UNAVAILABLE_CAPPED, detail="fail-open cap reached"), None
+
+    def _settle(self, notification: Notification, token: str | None, result: DeliveryResult, now: datetime) -> None:
+        """Record the outcome of a send: keep or give back the window, open the incident."""
+        fp, name = notification.fingerprint, notification.channel
+        try:
+            if token is not None:
+                if result.ok:
+                    self.store.confirm(fp, name, token)
+                else:
+                    self.store.release(fp, name, token)
+            if result.ok and self.policy.resolve_on_success and notification.alert.kind in (
+                AlertKind.TASK_FAILURE,
+                AlertKind.DAG_FAILURE,
+            ):
+                self.store.open_incident(
+                    OpenIncident(
+                        incident_key=notification.alert.incident_key,
+                        fingerprint=fp,
+                        channel=name,
+                        severity=notification.severity,
+                        opened_at=now,
+                        external_id=result.external_id,
+                    )
+                )
+        except StateUnavailableError as err:
+            log.warning("could not record delivery of %s to %s: %s", fp, name, err)
+            metrics.incr("state_unavailable")
+
+    def _resolve(self, alert: Alert) -> AlertOutcome:
+        now = self.clock()
+        classification = Classification(Severity.LOW, ("the task succeeded",))
+        if not self.policy.resolve_on_success:
+            return AlertOutcome(alert, classification, "", ())
+        try:
+            incidents = self.store.pop_incidents(alert.incident_key)
+        except StateUnavailableError as err:
+            log.warning("alerting state unavailable (%s): cannot resolve %s", err, alert.incident_key)
+            metrics.incr("state_unavailable")
+            return AlertOutcome(alert, classification, "", ())
+        if not incidents:
+            return AlertOutcome(alert, classification, "", ())
+        notifications = []
+        for incident in incidents:
+            took = now - incident.opened_at
+            notifications.append(
+                Notification(
+                    alert=alert,
+                    classification=Classification(
+                        incident.severity, (f"the task succeeded after {_human(took)}: resolving",)
+                    ),
+                    fingerprint=incident.fingerprint,
+                    channel=incident.channel,
+                    decision=Decision(True, DecisionReason.RESOLVED),
+                    airflow_url=self._airflow_url(alert),
+                    resolved=True,
+                    opened_at=incident.opened_at,
+                )
+            )
+        results = self._deliver_all(notifications)
+        outcomes = []
+        for incident, notification, result in zip(incidents, notifications, results, strict=True):
+            outcomes.append(ChannelOutcome(notification.channel, notification.decision, result))
+            if result.ok:
+                metrics.timing((now - incident.opened_at).total_seconds(), "resolution_time", incident.channel)
+            else:
+                # keep it open so the next success tries again: a missed resolve leaves a page ringing
+                try:
+                    self.store.open_incident(incident)
+                except StateUnavailableError:
+                    log.warning("could not re-open incident %s after a failed resolve", incident.fingerprint)
+        fp = incidents[0].fingerprint
+        return self._finish(alert, replace(classification, severity=incidents[0].severity), fp, None, outcomes, None)
+
+    # --- delivery -------------------------------------------------------------------------
+
+    def _deliver_all(self, notifications: Sequence[Notification]) -> list[DeliveryResult]:
+        """Deliver concurrently under the deadline; a hung channel yields a retryable failure."""
+        if not notifications:
+            return []
+        deadline = time.monotonic() + self.delivery.deadline
+        pool = ThreadPoolExecutor(max_workers=len(notifications), thread_name_prefix="alerting")
+        try:
+            futures = [pool.submit(self._deliver_one, n, deadline) for n in notifications]
+            wait_futures(futures, timeout=max(0.0, deadline - time.monotonic()))
+            results = []
+            for notification, future in zip(notifications, futures, strict=True):
+                if future.done() and future.exception() is None:
+                    results.append(future.result())
+                else:
+                    detail = "deadline exceeded" if not future.done() else f"channel crashed: {future.exception()!r}"
+                    results.append(DeliveryResult(notification.channel, ok=False, retryable=True, detail=detail))
+            return results
+        finally:
+            # never wait for a hung channel: the callback must return within its deadline
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _deliver_one(self, notification: Notification, deadline: float) -> DeliveryResult:
+        channel = self.channel(notification.channel)
+        if channel is None:
+            return DeliveryResult(notification.channel, ok=False, detail="no such channel configured")
+        options = self.delivery
+        attempt = 0
+        started = time.monotonic()
+        while True:
+            attempt += 1
+            try:
+                result = channel.deliver(notification)
+            except Exception as err:  # a channel must not raise, but a buggy one must not cost the others
+                log.exception("channel %s raised", notification.channel)
+                result = DeliveryResult(notification.channel, ok=False, retryable=False, detail=repr(err)[:300])
+            if result.ok or not result.retryable or attempt >= options.attempts:
+                break
+            delay = min(options.backoff_cap, options.backoff_base * (2 ** (attempt - 1)))
+            delay = random.uniform(delay / 2, delay)  # jitter: workers failing together must not retry together
+            if result.retry_after is not None:
+                delay = max(delay, result.retry_after)
+            if time.monotonic() + delay >= deadline:
+                break
+            time.sleep(delay)
+        metrics.timing(time.monotonic() - started, "delivery_latency", notification.channel)
+        return replace(result, attempts=attempt)
+
+    # --- recording ------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        alert: Alert,
+        classification: Classification,
+        fp: str,
+        escalation: Escalation | None,
+        outcomes: Sequence[ChannelOutcome],
+        reason: DecisionReason | None,
+    ) -> AlertOutcome:
+        if reason is not None:
+            outcomes = [ChannelOutcome(NO_CHANNEL, Decision(False, reason))]
+        outcome = AlertOutcome(alert, classification, fp, tuple(outcomes), escalation)
+        now = self.clock()
+        why = "; ".join((*classification.reasons, *([escalation.describe()] if escalation else [])))
+        entries = []
+        for item in outcome.channels:
+            sent = item.decision.send
+            delivered = item.delivery.ok if item.delivery is not None else None
+            if delivered is True:
+                metrics.incr("sent", item.channel)
+            elif delivered is False:
+                metrics.incr("failed", item.channel)
+            else:
+                metrics.incr("suppressed", item.decision.reason.value)
+            entries.append(
+                HistoryEntry(
+                    at=now,
+                    fingerprint=fp,
+                    source=alert.source,
+                    kind=alert.kind.value,
+                    severity=outcome.severity.label,
+                    channel=item.channel,
+                    reason=item.decision.reason.value,
+                    sent=sent,
+                    delivered=delivered,
+                    detail=(item.delivery.detail if item.delivery else item.decision.detail)[:300],
+                    run_id=alert.run_id,
+                    why=why[:1000],
+                )
+            )
+            if delivered is False:
+                log.error(
+                    "alert %s to %s not delivered after %d attempt(s): %s",
+                    alert.source,
+                    item.channel,
+                    item.delivery.attempts if item.delivery else 0,
+                    item.delivery.detail if item.delivery else "",
+                )
+        try:
+            self.store.append_history(entries)
+        except StateUnavailableError as err:
+            log.warning("could not record alert history: %s", err)
+        return outcome
+
+    def _log_classification(
+        self,
+        alert: Alert,
+        classification: Classification,
+        fp: str,
+        escalation: Escalation | None,
+        routing: str,
+    ) -> None:
+        record = {
+            "event": "alert_classified",
+            "source": alert.source,
+            "kind": alert.kind.value,
+            "run_id": alert.run_id,
+            "try": f"{alert.try_number}/{alert.max_tries + 1}",
+            "severity": (escalation.to_severity if escalation else classification.severity).label,
+            "fingerprint": fp,
+            "reasons": list(classification.reasons) + ([escalation.describe()] if escalation else []),
+            "routing": routing,
+        }
+        log.info("%s", json.dumps(record, sort_keys=True))
+
+    def _airflow_url(self, alert: Alert) -> str | None:
+        """Link to the task instance (or DAG) in the UI; ``[alerting] base_url`` wins over Airflow's own."""
+        # managers built for tests with explicit channels do not read Airflow's config
+        configured = self._settings is not None or not self._explicit_channels
+        base = self.settings.base_url.rstrip("/") if configured else ""
+        if not base:
+            return alert.log_url
+        if alert.run_id and alert.task_id:
+            return f"{base}/dags/{quote(alert.dag_id)}/runs/{quote(alert.run_id)}/tasks/{quote(alert.task_id)}"
+        return f"{base}/dags/{quote(alert.dag_id)}"
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+

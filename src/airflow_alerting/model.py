@@ -1,0 +1,353 @@
+"""The data that flows through the alert pipeline.
+
+Everything here is a frozen dataclass or an enum with no Airflow imports, so every
+stage can be unit-tested without an Airflow installation being initialised.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Severity(enum.IntEnum):
+    """How bad a failure is; higher is worse so severities compare naturally."""
+
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @property
+    def label(self) -> str:
+        """Lower-case name used in policies, messages and metrics (``"high"``)."""
+        return self.name.lower()
+
+    def raised(self, levels: int = 1) -> Severity:
+        """Return the severity ``levels`` steps higher, capped at :attr:`CRITICAL`."""
+        return Severity(min(int(Severity.CRITICAL), max(int(Severity.LOW), int(self) + levels)))
+
+    @classmethod
+    def parse(cls, value: str | int | Severity) -> Severity:
+        """Parse ``"high"``/``"HIGH"``/``3``/``Severity.HIGH``; raise ``ValueError`` naming the choices."""
+        if isinstance(value, Severity):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(value)
+        if isinstance(value, str) and value.strip().upper() in cls.__members__:
+            return cls[value.strip().upper()]
+        choices = ", ".join(s.label for s in cls)
+        raise ValueError(f"unknown severity {value!r}; expected one of: {choices}")
+
+
+class AlertKind(str, enum.Enum):
+    """Which Airflow event produced the alert."""
+
+    TASK_FAILURE = "task_failure"
+    TASK_RETRY = "task_retry"
+    TASK_SUCCESS = "task_success"
+    DAG_FAILURE = "dag_failure"
+    DAG_SUCCESS = "dag_success"
+    #: an alert built by user code through :meth:`AlertManager.send_alert`
+    CUSTOM = "custom"
+
+    @property
+    def is_recovery(self) -> bool:
+        return self in (AlertKind.TASK_SUCCESS, AlertKind.DAG_SUCCESS)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One occurrence of something worth telling a human about.
+
+    Built from an Airflow callback context by :func:`airflow_alerting.context.alert_from_context`
+    or directly by user code.  Text fields hold *untrusted* data (exception messages come from
+    arbitrary code); renderers escape them and never treat them as templates.
+    """
+
+    dag_id: str
+    kind: AlertKind = AlertKind.TASK_FAILURE
+    task_id: str | None = None
+    run_id: str | None = None
+    map_index: int = -1
+    try_number: int = 1
+    #: Airflow's ``max_tries`` (== ``retries`` for a fresh task instance)
+    max_tries: int = 0
+    exception_type: str | None = None
+    #: qualified names of the exception's classes, most derived first (its MRO without ``object``)
+    exception_mro: tuple[str, ...] = ()
+    message: str = ""
+    owner: str | None = None
+    tags: frozenset[str] = frozenset()
+    params: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    #: number of tasks downstream of the failed one (all of them wait for it)
+    downstream_count: int = 0
+    logical_date: datetime | None = None
+    occurred_at: datetime | None = None
+    hostname: str | None = None
+    log_url: str | None = None
+    #: where the callback ran: ``"worker"``, ``"dag_processor"`` (scheduler-detected failures) or ``"user"``
+    detected_by: str = "worker"
+    #: the task's ``email`` addresses, used when no recipients are configured
+    emails: tuple[str, ...] = ()
+    #: alert title given by user code (``send_alert``); generated from the rest when empty
+    title: str = ""
+
+    @property
+    def is_final_try(self) -> bool:
+        """``True`` when Airflow will not run this task again.
+
+        Decided from ``try_number`` vs ``max_tries`` rather than from the callback type,
+        because Airflow has fired failure callbacks while retries remained (apache/airflow#65400).
+        """
+        if self.kind is AlertKind.TASK_RETRY:
+            return False
+        return self.try_number > self.max_tries
+
+    @property
+    def source(self) -> str:
+        """``dag_id.task_id`` (plus ``[map_index]`` for mapped tasks), or the dag id alone."""
+        if self.task_id is None:
+            return self.dag_id
+        suffix = f"[{self.map_index}]" if self.map_index >= 0 else ""
+        return f"{self.dag_id}.{self.task_id}{suffix}"
+
+    @property
+    def incident_key(self) -> str:
+        """Identity used to resolve open alerts when the task (or DAG) succeeds later.
+
+        Deliberately ignores the run and map index: a later successful run recovers
+        the failure of an earlier one.
+        """
+        return f"{self.dag_id}.{self.task_id}" if self.task_id else self.dag_id
+
+    @property
+    def occurrence_id(self) -> str:
+        """Identity of this exact callback, used to make duplicate callbacks idempotent."""
+        return f"{self.dag_id}|{self.task_id}|{self.run_id}|{self.map_index}|{self.try_number}|{self.kind.value}"
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A severity and the human-readable reasons that produced it."""
+
+    severity: Severity
+    reasons: tuple[str, ...]
+    #: ``True`` when policy says this alert is recorded but never sent (e.g. a retry under ``retry: silent``)
+    silent: bool = False
+    #: names of the rules that matched, in order
+    rules: tuple[str, ...] = ()
+
+
+class DecisionReason(str, enum.Enum):
+    """Why a notification was sent or held back; also the ``reason`` tag of the metrics."""
+
+    FIRST = "first"
+    NO_WINDOW = "no_window"
+    WINDOW_ELAPSED = "window_elapsed"
+    ESCALATED = "escalated"
+    RESOLVED = "resolved"
+    THROTTLED = "throttled"
+    IN_FLIGHT = "in_flight"
+    DUPLICATE_CALLBACK = "duplicate_callback"
+    SILENCED = "silenced"
+    NOT_ROUTED = "not_routed"
+    NOTHING_TO_RESOLVE = "nothing_to_resolve"
+    STATE_UNAVAILABLE = "state_unavailable"
+    STATE_UNAVAILABLE_CAPPED = "state_unavailable_capped"
+
+
+SENDING_REASONS = frozenset(
+    {
+        DecisionReason.FIRST,
+        DecisionReason.NO_WINDOW,
+        DecisionReason.WINDOW_ELAPSED,
+        DecisionReason.ESCALATED,
+        DecisionReason.RESOLVED,
+        DecisionReason.STATE_UNAVAILABLE,
+    }
+)
+
+
+@dataclass(frozen=True)
+class SuppressionSummary:
+    """What was folded into a notification because earlier occurrences were held back."""
+
+    count: int = 0
+    since: datetime | None = None
+    until: datetime | None = None
+    #: distinct ``dag.task`` sources of the suppressed occurrences (bounded)
+    sources: tuple[str, ...] = ()
+
+    @property
+    def period(self) -> timedelta | None:
+        if self.since is None or self.until is None:
+            return None
+        return self.until - self.since
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The throttle's verdict for one (fingerprint, channel)."""
+
+    send: bool
+    reason: DecisionReason
+    suppressed: SuppressionSummary = field(default_factory=SuppressionSummary)
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """Set when a recurring fingerprint was raised above its classified severity."""
+
+    from_severity: Severity
+    to_severity: Severity
+    occurrences: int
+    window: timedelta
+
+    def describe(self) -> str:
+        minutes = int(self.window.total_seconds() // 60)
+        return (
+            f"escalated from {self.from_severity.label} to {self.to_severity.label}: "
+            f"{self.occurrences} occurrences within {minutes} min"
+        )
+
+
+@dataclass(frozen=True)
+class Notification:
+    """Everything a renderer needs to produce one channel's message."""
+
+    alert: Alert
+    classification: Classification
+    fingerprint: str
+    channel: str
+    decision: Decision
+    escalation: Escalation | None = None
+    #: link to the task instance / DAG run in the Airflow UI, when ``[alerting] base_url`` is set
+    airflow_url: str | None = None
+    #: ``True`` for "it recovered" messages sent on success
+    resolved: bool = False
+    #: when the alert this notification resolves was first sent (for resolution time)
+    opened_at: datetime | None = None
+
+    @property
+    def severity(self) -> Severity:
+        if self.escalation is not None:
+            return self.escalation.to_severity
+        return self.classification.severity
+
+    @property
+    def dedup_key(self) -> str:
+        """Stable key for the external incident (PagerDuty ``dedup_key``, Slack thread lookup)."""
+        return f"airflow-alerting/{self.fingerprint}"
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What a channel reports after trying to deliver one notification.
+
+    :param ok: the receiving service accepted the message
+    :param retryable: a later attempt may succeed (5xx, 429, timeouts, refused connections)
+    :param detail: short human-readable explanation, already free of secrets
+    :param external_id: id the service gave the message (Slack ``ts``, PagerDuty ``dedup_key``)
+    """
+
+    channel: str
+    ok: bool
+    retryable: bool = False
+    detail: str = ""
+    external_id: str | None = None
+    attempts: int = 1
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class ChannelOutcome:
+    """The decision and, when something was sent, the delivery result for one channel."""
+
+    channel: str
+    decision: Decision
+    delivery: DeliveryResult | None = None
+
+
+@dataclass(frozen=True)
+class AlertOutcome:
+    """What the manager did with one alert; returned to callers and recorded in history."""
+
+    alert: Alert
+    classification: Classification
+    fingerprint: str
+    channels: tuple[ChannelOutcome, ...]
+    escalation: Escalation | None = None
+
+    @property
+    def severity(self) -> Severity:
+        if self.escalation is not None:
+            return self.escalation.to_severity
+        return self.classification.severity
+
+    @property
+    def sent_to(self) -> tuple[str, ...]:
+        return tuple(c.channel for c in self.channels if c.delivery is not None and c.delivery.ok)
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        return tuple(c.channel for c in self.channels if c.delivery is not None and not c.delivery.ok)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One recorded decision, kept (bounded) by the state store for analytics and audits."""
+
+    at: datetime
+    fingerprint: str
+    source: str
+    kind: str
+    severity: str
+    channel: str
+    reason: str
+    sent: bool
+    delivered: bool | None = None
+    detail: str = ""
+    run_id: str | None = None
+    #: the classification's reasons (and escalation), joined with "; "
+    why: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "fingerprint": self.fingerprint,
+            "source": self.source,
+            "kind": self.kind,
+            "severity": self.severity,
+            "channel": self.channel,
+            "reason": self.reason,
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "detail": self.detail,
+            "run_id": self.run_id,
+            "why": self.why,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HistoryEntry:
+        return cls(
+            at=datetime.fromisoformat(str(data["at"])),
+            fingerprint=str(data["fingerprint"]),
+            source=str(data["source"]),
+            kind=str(data["kind"]),
+            severity=str(data["severity"]),
+            channel=str(data["channel"]),
+            reason=str(data["reason"]),
+            sent=bool(data["sent"]),
+            delivered=data.get("delivered"),
+            detail=str(data.get("detail", "")),
+            run_id=data.get("run_id"),
+            why=str(data.get("why", "")),
+        )

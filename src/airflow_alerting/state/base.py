@@ -1,0 +1,292 @@
+"""The state store interface shared by every worker, the DAG processor and the triggerer.
+
+The interface is shaped around *claims* rather than plain get/set so that a store with
+an atomic primitive (the SQL store's conditional upsert) can decide who sends exactly,
+while document stores (memory, Airflow Variables) implement the same semantics with
+read-modify-write on one JSON document per fingerprint.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow_alerting import throttle
+from airflow_alerting.model import Decision, HistoryEntry, Severity
+
+#: occurrence ids remembered per fingerprint to make duplicate callbacks idempotent
+MAX_SEEN_OCCURRENCES = 64
+#: occurrence timestamps remembered per fingerprint for the escalation rule
+MAX_OCCURRENCE_TIMES = 200
+#: decisions kept in the alert history by the document stores
+DEFAULT_HISTORY_LIMIT = 500
+
+
+class StateUnavailableError(Exception):
+    """The store could not be read or written; the manager fails open when it sees this."""
+
+
+@dataclass(frozen=True)
+class OccurrenceRecord:
+    """Result of recording one occurrence of a fingerprint."""
+
+    #: the same callback (dag, task, run, map index, try, kind) was recorded before
+    duplicate: bool
+    #: occurrences of this fingerprint within the escalation window, this one included
+    count_in_window: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of :meth:`StateStore.claim`: the decision and, when sending, the lease token."""
+
+    decision: Decision
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenIncident:
+    """An alert that was delivered and is waiting for the task's recovery."""
+
+    incident_key: str
+    fingerprint: str
+    channel: str
+    severity: Severity
+    opened_at: datetime
+    external_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "incident_key": self.incident_key,
+            "fingerprint": self.fingerprint,
+            "channel": self.channel,
+            "severity": self.severity.label,
+            "opened_at": self.opened_at.isoformat(),
+            "external_id": self.external_id,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OpenIncident:
+        return cls(
+            incident_key=str(data["incident_key"]),
+            fingerprint=str(data["fingerprint"]),
+            channel=str(data["channel"]),
+            severity=Severity.parse(data["severity"]),
+            opened_at=datetime.fromisoformat(str(data["opened_at"])),
+            external_id=data.get("external_id"),
+            extra=dict(data.get("extra") or {}),
+        )
+
+
+class StateStore(abc.ABC):
+    """Where throttle, dedup and incident state lives.
+
+    Every method may raise :class:`StateUnavailableError`; callers fail open.
+    """
+
+    #: a short name for logs and metrics
+    name: str = "state"
+
+    @abc.abstractmethod
+    def record_occurrence(
+        self, fingerprint: str, occurrence_id: str, *, now: datetime, window: timedelta
+    ) -> OccurrenceRecord:
+        """Count one occurrence of ``fingerprint``; report duplicates and the count within ``window``."""
+
+    @abc.abstractmethod
+    def claim(
+        self,
+        fingerprint: str,
+        channel: str,
+        *,
+        now: datetime,
+        window: timedelta,
+        severity: Severity,
+        escalated: bool,
+        source: str,
+        lease: timedelta,
+    ) -> Claim:
+        """Decide whether this worker sends ``fingerprint`` to ``channel`` now, and record the decision.
+
+        When the decision is to send, the window is held under a lease until :meth:`confirm`
+        or :meth:`release`; when it is not, the suppressed occurrence is counted so the next
+        notification can report it.
+        """
+
+    @abc.abstractmethod
+    def confirm(self, fingerprint: str, channel: str, token: str) -> None:
+        """The delivery behind ``token`` succeeded: keep the window."""
+
+    @abc.abstractmethod
+    def release(self, fingerprint: str, channel: str, token: str) -> None:
+        """The delivery behind ``token`` failed: give the window and the suppressed counts back."""
+
+    @abc.abstractmethod
+    def channel_state(self, fingerprint: str, channel: str) -> throttle.ChannelState | None:
+        """Read-only view used by :meth:`AlertManager.should_throttle`."""
+
+    @abc.abstractmethod
+    def open_incident(self, incident: OpenIncident) -> None:
+        """Remember a delivered alert so a later success can resolve it."""
+
+    @abc.abstractmethod
+    def pop_incidents(self, incident_key: str) -> list[OpenIncident]:
+        """Return and forget the open incidents of ``incident_key`` (a dag or a dag.task)."""
+
+    @abc.abstractmethod
+    def append_history(self, entries: Sequence[HistoryEntry]) -> None:
+        """Record decisions; implementations keep a bounded history."""
+
+    @abc.abstractmethod
+    def history(self, limit: int = 100) -> list[HistoryEntry]:
+        """Most recent decisions first."""
+
+
+class DocumentStore(StateStore):
+    """A store built on "read a JSON document / write a JSON document" primitives.
+
+    Subclasses implement :meth:`_read` and :meth:`_write`; this class implements the
+    claim semantics with :mod:`airflow_alerting.throttle`.  Writes are last-writer-wins,
+    so two workers racing on the same fingerprint can both decide to send; the Variables
+    store narrows that race with a claim token it re-reads (see its docstring).
+    """
+
+    def __init__(self, history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
+        self.history_limit = history_limit
+
+    @abc.abstractmethod
+    def _read(self, key: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def _write(self, key: str, document: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def _delete(self, key: str) -> None: ...
+
+    # keys are short and hashed so they fit any backend's key length (Variables: 250 chars)
+    @staticmethod
+    def fingerprint_key(fingerprint: str) -> str:
+        return f"alerting.fp.{fingerprint}"
+
+    @staticmethod
+    def incident_key(incident_key: str) -> str:
+        return "alerting.incident." + hashlib.sha256(incident_key.encode()).hexdigest()[:24]
+
+    HISTORY_KEY = "alerting.history"
+
+    def _fingerprint_doc(self, fingerprint: str) -> dict[str, Any]:
+        doc = self._read(self.fingerprint_key(fingerprint))
+        if not isinstance(doc, dict):
+            return {"fingerprint": fingerprint, "seen": [], "occurrences": [], "channels": {}}
+        doc.setdefault("seen", [])
+        doc.setdefault("occurrences", [])
+        doc.setdefault("channels", {})
+        return doc
+
+    def record_occurrence(
+        self, fingerprint: str, occurrence_id: str, *, now: datetime, window: timedelta
+    ) -> OccurrenceRecord:
+        doc = self._fingerprint_doc(fingerprint)
+        horizon = now - window
+        times = [t for t in (_parse_time(v) for v in doc["occurrences"]) if t is not None and t > horizon]
+        if occurrence_id in doc["seen"]:
+            return OccurrenceRecord(duplicate=True, count_in_window=len(times))
+        times.append(now)
+        doc["occurrences"] = [t.isoformat() for t in times[-MAX_OCCURRENCE_TIMES:]]
+        doc["seen"] = [*doc["seen"], occurrence_id][-MAX_SEEN_OCCURRENCES:]
+        self._write(self.fingerprint_key(fingerprint), doc)
+        return OccurrenceRecord(duplicate=False, count_in_window=len(times))
+
+    def channel_state(self, fingerprint: str, channel: str) -> throttle.ChannelState | None:
+        raw = self._fingerprint_doc(fingerprint)["channels"].get(channel)
+        return throttle.ChannelState.from_json(raw) if isinstance(raw, dict) else None
+
+    def claim(
+        self,
+        fingerprint: str,
+        channel: str,
+        *,
+        now: datetime,
+        window: timedelta,
+        severity: Severity,
+        escalated: bool,
+        source: str,
+        lease: timedelta,
+    ) -> Claim:
+        doc = self._fingerprint_doc(fingerprint)
+        raw = doc["channels"].get(channel)
+        state = throttle.ChannelState.from_json(raw) if isinstance(raw, dict) else None
+        decision = throttle.decide(state, now=now, window=window, severity=severity, escalated=escalated)
+        token = uuid.uuid4().hex
+        new_state = throttle.apply(
+            state, decision, now=now, severity=severity, source=source, token=token, lease=lease
+        )
+        doc["channels"][channel] = new_state.to_json()
+        self._write(self.fingerprint_key(fingerprint), doc)
+        if not decision.send:
+            return Claim(decision)
+        return self._after_claim_written(fingerprint, channel, Claim(decision, token))
+
+    def _after_claim_written(self, fingerprint: str, channel: str, claim: Claim) -> Claim:
+        """Hook for stores that verify a written claim survived concurrent writers."""
+        return claim
+
+    def _update_channel(self, fingerprint: str, channel: str, change: Any) -> None:
+        doc = self._fingerprint_doc(fingerprint)
+        raw = doc["channels"].get(channel)
+        if not isinstance(raw, dict):
+            return
+        doc["channels"][channel] = change(throttle.ChannelState.from_json(raw)).to_json()
+        self._write(self.fingerprint_key(fingerprint), doc)
+
+    def confirm(self, fingerprint: str, channel: str, token: str) -> None:
+        self._update_channel(fingerprint, channel, lambda s: throttle.confirm(s, token))
+
+    def release(self, fingerprint: str, channel: str, token: str) -> None:
+        self._update_channel(fingerprint, channel, lambda s: throttle.release(s, token))
+
+    def open_incident(self, incident: OpenIncident) -> None:
+        key = self.incident_key(incident.incident_key)
+        doc = self._read(key) or {"incidents": []}
+        kept = [
+            i
+            for i in doc.get("incidents", [])
+            if not (i.get("fingerprint") == incident.fingerprint and i.get("channel") == incident.channel)
+        ]
+        doc["incidents"] = [*kept, incident.to_json()]
+        self._write(key, doc)
+
+    def pop_incidents(self, incident_key: str) -> list[OpenIncident]:
+        key = self.incident_key(incident_key)
+        doc = self._read(key)
+        if not doc or not doc.get("incidents"):
+            return []
+        self._delete(key)
+        return [OpenIncident.from_json(i) for i in doc["incidents"]]
+
+    def append_history(self, entries: Sequence[HistoryEntry]) -> None:
+        if not entries:
+            return
+        doc = self._read(self.HISTORY_KEY) or {"entries": []}
+        kept = [*doc.get("entries", []), *(e.to_json() for e in entries)]
+        doc["entries"] = kept[-self.history_limit :]
+        self._write(self.HISTORY_KEY, doc)
+
+    def history(self, limit: int = 100) -> list[HistoryEntry]:
+        doc = self._read(self.HISTORY_KEY) or {"entries": []}
+        entries = [HistoryEntry.from_json(e) for e in doc.get("entries", [])]
+        return list(reversed(entries))[:limit]
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None

@@ -1,0 +1,1335 @@
+"""The exact state store: tables in PostgreSQL, MySQL/MariaDB or SQLite, reached through a connection.
+
+Who sends is decided by one atomic statement per attempt, evaluated by the database against
+its own clock, so any number of workers, DAG processors and triggerers racing on the same
+(fingerprint, channel) produce exactly one sender per throttle window:
+
+* PostgreSQL and SQLite (>= 3.35): ``INSERT ... ON CONFLICT (fingerprint, channel) DO UPDATE
+  SET <claim> WHERE <claimable> RETURNING ...`` -- only the winner gets a row back.
+* MySQL/MariaDB: ``INSERT IGNORE`` of a neutral row, then ``UPDATE ... SET <claim> WHERE
+  <claimable>``; the winner is the one whose update matched a row.
+
+``<claimable>`` is :func:`airflow_alerting.throttle.decide`'s send rule written in SQL.  A
+losing attempt counts itself as suppressed with a second conditional statement
+(``WHERE <not claimable>``), so the counters reported by the next send are exact too.
+Rolling a claim back (a failed delivery, or a crashed sender whose lease expired) merges
+two bounded source lists, which the dialects express very differently; that rare path is a
+compare-and-set on a ``version`` column using the pure rules of :mod:`~airflow_alerting.throttle`.
+
+Importing this module is cheap: SQLAlchemy and the drivers are imported on first use, because
+DAG files import the package at parse time.  See ``docs/state-sql.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import cache
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from airflow_alerting import throttle
+from airflow_alerting.model import Decision, DecisionReason, HistoryEntry, Severity, SuppressionSummary
+from airflow_alerting.state.base import (
+    Claim,
+    OccurrenceRecord,
+    OpenIncident,
+    StateStore,
+    StateUnavailableError,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy import Column, MetaData, Table
+    from sqlalchemy.engine import URL, Connection, Engine, Row
+    from sqlalchemy.engine.interfaces import Dialect
+    from sqlalchemy.sql.elements import ColumnElement
+    from sqlalchemy.types import TypeDecorator, TypeEngine
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: longest fingerprint / channel stored as is; longer ones are shortened with a digest (index key limits)
+KEY_LENGTH = 255
+#: a claim, a suppression and a roll-back can interleave with other workers; each retry means another
+#: worker changed the row, so a handful is plenty and more means something is badly wrong
+_CLAIM_ATTEMPTS = 20
+#: compare-and-set retries for release (it only conflicts with concurrent suppressions)
+_RELEASE_ATTEMPTS = 20
+#: whole-operation retries after a deadlock / serialization failure, which roll the transaction back
+_TRANSIENT_RETRIES = 3
+_PREFIX_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+_EMPTY_SOURCES = "[]"
+
+#: connection ``extra`` keys passed to the driver; Airflow extras also hold hook-only keys that
+#: a driver would reject, so only these known driver options go through
+_DRIVER_EXTRAS: Mapping[str, tuple[str, ...]] = {
+    "postgresql+psycopg2": ("sslmode", "sslrootcert", "sslcert", "sslkey", "application_name", "options"),
+    "mysql+pymysql": ("charset", "ssl_ca", "ssl_cert", "ssl_key"),
+}
+
+
+class ConnectionLike(Protocol):
+    """The fields of an Airflow connection that :func:`url_from_connection` reads."""
+
+    @property
+    def conn_id(self) -> str: ...
+    @property
+    def conn_type(self) -> str | None: ...
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def schema(self) -> str | None: ...
+    @property
+    def login(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def extra_dejson(self) -> dict[str, Any]: ...
+
+
+def url_from_connection(conn: ConnectionLike) -> URL:
+    """Build the SQLAlchemy URL for an Airflow connection.
+
+    ``postgres``/``postgresql`` -> ``postgresql+psycopg2``; ``mysql``/``mariadb`` ->
+    ``mysql+pymysql``; ``sqlite`` -> a file whose path is in the host (or schema) field.
+
+    :param conn: the connection, as returned by ``BaseHook.get_connection``
+    :raises ValueError: for other connection types, naming the connection
+    """
+    from sqlalchemy.engine import URL
+
+    conn_type = (conn.conn_type or "").lower()
+    if conn_type == "sqlite":
+        path = conn.host or conn.schema
+        if not path:
+            raise ValueError(
+                f"connection {conn.conn_id!r} (sqlite) names no database file: put its path in host"
+            )
+        return URL.create("sqlite", database=path)
+    drivers = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"}
+    drivers.update({"mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"})
+    driver = drivers.get(conn_type)
+    if driver is None:
+        raise ValueError(
+            f"connection {conn.conn_id!r} has type {conn.conn_type!r}; the SQL state store supports "
+            "postgres, mysql/mariadb and sqlite connections"
+        )
+    extra = conn.extra_dejson or {}
+    query = {key: str(extra[key]) for key in _DRIVER_EXTRAS[driver] if extra.get(key) not in (None, "")}
+    return URL.create(
+        driver,
+        username=conn.login or None,
+        password=conn.password or None,
+        host=conn.host or None,
+        port=conn.port or None,
+        database=conn.schema or None,
+        query=query,
+    )
+
+
+# --- schema -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Schema:
+    metadata: MetaData
+    channel_state: Table
+    occurrence: Table
+    incident: Table
+    history: Table
+
+    @property
+    def tables(self) -> tuple[Table, ...]:
+        return (self.channel_state, self.occurrence, self.incident, self.history)
+
+
+@cache
+def _utc_datetime() -> type[TypeDecorator[datetime]]:
+    """The column type for every timestamp: aware UTC in Python, UTC in the database.
+
+    PostgreSQL gets ``timestamptz`` (absolute instants, any session time zone); MySQL gets
+    ``DATETIME(6)`` holding UTC, written by ``UTC_TIMESTAMP(6)`` or by us; SQLite gets
+    SQLAlchemy's fixed-width ``YYYY-MM-DD HH:MM:SS.ffffff`` text, which compares correctly as text.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql, postgresql
+
+    class UtcDateTime(sa.types.TypeDecorator[datetime]):
+        impl = sa.DateTime
+        cache_ok = True
+
+        def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+            if dialect.name == "postgresql":
+                return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True, precision=6))
+            if dialect.name == "mysql":
+                return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+            return dialect.type_descriptor(sa.DateTime())
+
+        def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+            if value is None:
+                return None
+            value = _as_utc(value)
+            # only PostgreSQL stores the offset; a naive value there would be read in the session time zone
+            return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+        def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+            if value is None:
+                return None
+            if isinstance(value, str):
+                value = datetime.fromisoformat(value)
+            if not isinstance(value, datetime):
+                raise ValueError(f"expected a timestamp, the database returned {type(value).__name__}")
+            return _as_utc(value)
+
+    return UtcDateTime
+
+
+@cache
+def _schema(prefix: str) -> _Schema:
+    import sqlalchemy as sa
+
+    utc = _utc_datetime()
+    metadata = sa.MetaData()
+    # utf8mb4_bin: MySQL's default collations are case- and accent-insensitive, which would merge keys
+    options: dict[str, Any] = {
+        "mysql_engine": "InnoDB",
+        "mysql_charset": "utf8mb4",
+        "mysql_collate": "utf8mb4_bin",
+    }
+
+    def summary_columns(name: str) -> list[Column[Any]]:
+        return [
+            sa.Column(f"{name}_count", sa.Integer(), nullable=False),
+            sa.Column(f"{name}_since", utc()),
+            sa.Column(f"{name}_until", utc()),
+            # a JSON array of at most throttle.MAX_SOURCES strings
+            sa.Column(f"{name}_sources", sa.Text(), nullable=False),
+        ]
+
+    channel_state = sa.Table(
+        f"{prefix}channel_state",
+        metadata,
+        sa.Column("fingerprint", sa.String(KEY_LENGTH), primary_key=True),
+        sa.Column("channel", sa.String(KEY_LENGTH), primary_key=True),
+        sa.Column("last_sent_at", utc()),
+        sa.Column("last_sent_severity", sa.SmallInteger()),
+        sa.Column("claim_token", sa.String(64)),
+        sa.Column("claim_expires_at", utc()),
+        sa.Column("previous_sent_at", utc()),
+        sa.Column("previous_sent_severity", sa.SmallInteger()),
+        *summary_columns("suppressed"),
+        *summary_columns("previous_suppressed"),
+        # bumped by every write, so the rare read-modify-write paths can compare-and-set
+        sa.Column("version", sa.Integer(), nullable=False),
+        **options,
+    )
+    occurrence = sa.Table(
+        f"{prefix}occurrence",
+        metadata,
+        sa.Column("fingerprint", sa.String(KEY_LENGTH), primary_key=True),
+        # sha256 of Alert.occurrence_id: the raw id (dag|task|run|...) can exceed any index key limit
+        sa.Column("occurrence_id", sa.String(64), primary_key=True),
+        sa.Column("at", utc(), nullable=False),
+        sa.Index(f"{prefix}occurrence_fp_at", "fingerprint", "at"),
+        sa.Index(f"{prefix}occurrence_at", "at"),
+        **options,
+    )
+    incident = sa.Table(
+        f"{prefix}incident",
+        metadata,
+        # sha256 of incident_key: "dag.task" can be 500 characters, too long for a MySQL key with the others
+        sa.Column("key_hash", sa.String(64), primary_key=True),
+        sa.Column("fingerprint", sa.String(KEY_LENGTH), primary_key=True),
+        sa.Column("channel", sa.String(KEY_LENGTH), primary_key=True),
+        sa.Column("incident_key", sa.String(512), nullable=False),
+        sa.Column("severity", sa.String(16), nullable=False),
+        sa.Column("opened_at", utc(), nullable=False),
+        sa.Column("external_id", sa.String(512)),
+        sa.Column("extra", sa.Text(), nullable=False),
+        **options,
+    )
+    history = sa.Table(
+        f"{prefix}history",
+        metadata,
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
+        sa.Column("at", utc(), nullable=False),
+        sa.Column("fingerprint", sa.String(KEY_LENGTH), nullable=False),
+        sa.Column("source", sa.String(512), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("severity", sa.String(16), nullable=False),
+        sa.Column("channel", sa.String(KEY_LENGTH), nullable=False),
+        sa.Column("reason", sa.String(64), nullable=False),
+        sa.Column("sent", sa.Boolean(), nullable=False),
+        sa.Column("delivered", sa.Boolean()),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("run_id", sa.String(255)),
+        sa.Index(f"{prefix}history_at", "at"),
+        **options,
+    )
+    return _Schema(metadata, channel_state, occurrence, incident, history)
+
+
+# --- engines ------------------------------------------------------------------------------
+
+# one engine per (process, URL): notifiers build stores freely, but a pool per store would leak
+# connections, and a pool inherited through fork() shares sockets with the parent
+_ENGINES: dict[str, tuple[int, Engine]] = {}
+_ENGINES_LOCK = threading.Lock()
+# (URL, prefix) pairs whose tables this process has created or found
+_READY: set[tuple[str, str]] = set()
+
+
+def _engine_for(url: URL) -> Engine:
+    key = url.render_as_string(hide_password=False)
+    pid = os.getpid()
+    with _ENGINES_LOCK:
+        cached = _ENGINES.get(key)
+        if cached is not None and cached[0] == pid:
+            return cached[1]
+        if cached is not None:
+            # inherited from the parent: drop the pool without closing the parent's connections
+            cached[1].dispose(close=False)
+        engine = _create_engine(url)
+        _ENGINES[key] = (pid, engine)
+        return engine
+
+
+def _create_engine(url: URL) -> Engine:
+    import sqlalchemy as sa
+
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        import sqlite3
+
+        if sqlite3.sqlite_version_info < (3, 35, 0):
+            raise StateUnavailableError(
+                "the SQL state store needs SQLite >= 3.35 (for RETURNING); "
+                f"this Python has {sqlite3.sqlite_version}"
+            )
+        in_memory = url.database in (None, "", ":memory:")
+        engine = sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            # writers wait for each other instead of failing with "database is locked"
+            connect_args={"timeout": 30.0, "check_same_thread": False},
+            poolclass=sa.pool.StaticPool if in_memory else None,
+        )
+        sa.event.listen(engine, "connect", _sqlite_driver_autocommit)
+        sa.event.listen(engine, "begin", _sqlite_begin_immediate)
+        return engine
+    if backend == "postgresql":
+        connect_args: dict[str, Any] = {"connect_timeout": 10}
+        if "application_name" not in url.query:
+            connect_args["application_name"] = "airflow-alerting"
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    if backend == "mysql":
+        if "charset" not in url.query:
+            url = url.update_query_dict({"charset": "utf8mb4"})
+        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    raise ValueError(f"the SQL state store supports postgresql, mysql and sqlite, not {backend!r}")
+
+
+def _sqlite_driver_autocommit(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling starts transactions late and DEFERRED; we issue BEGIN ourselves
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock up front: two DEFERRED readers upgrading to writers would
+    # deadlock, and SQLite reports that as "database is locked" without waiting
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# --- clocks -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """``now`` (plus an offset) as a SQL expression: the database's clock, or an injected time."""
+
+    dialect: str
+    fixed: datetime | None
+
+    def now(self) -> ColumnElement[datetime]:
+        return self.at(timedelta(0))
+
+    def at(self, offset: timedelta) -> ColumnElement[datetime]:
+        import sqlalchemy as sa
+
+        utc = _utc_datetime()()
+        if self.fixed is not None:
+            return sa.literal(self.fixed + offset, utc)
+        if self.dialect == "postgresql":
+            # now() is the transaction's start: stable within the statement (our transactions are short)
+            base = sa.literal_column("now()", sa.DateTime(timezone=True))
+            return sa.type_coerce(base + sa.literal(offset, sa.Interval()) if offset else base, utc)
+        if self.dialect == "mysql":
+            # evaluated once per statement; (6) keeps microseconds, which DATETIME(6) stores
+            base = sa.literal_column("UTC_TIMESTAMP(6)")
+            if not offset:
+                return sa.type_coerce(base, utc)
+            micros = sa.literal(offset // timedelta(microseconds=1), sa.BigInteger())
+            return sa.type_coerce(sa.func.timestampadd(sa.literal_column("MICROSECOND"), micros, base), utc)
+        # SQLite's clock has millisecond resolution; pad to the six digits the stored text uses
+        modifier = f"{offset.total_seconds():+.6f} seconds"
+        text = sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", modifier).concat("000")
+        return sa.type_coerce(text, utc)
+
+
+# --- the store ----------------------------------------------------------------------------
+
+
+class SqlStore(StateStore):
+    """Throttle, dedup, incident and history state in SQL tables; exact under concurrency.
+
+    :param conn_id: Airflow connection of type ``postgres``, ``mysql`` (MariaDB too) or ``sqlite``
+        (path in the host field); looked up on first use, not at DAG parse time
+    :param url: a SQLAlchemy URL instead of a connection (tests, scripts)
+    :param table_prefix: prefix of the four table names (letters, digits, ``_``; at most 40 characters)
+    :param use_database_clock: compare windows and leases with the database's clock, ignoring the
+        ``now`` callers pass, so workers with skewed clocks still agree; ``False`` uses the ``now``
+        passed in (deterministic tests)
+    :param history_retention: history and occurrence rows older than this are deleted
+    :param prune_every: delete expired rows on the first :meth:`append_history` call of a process and
+        then every ``prune_every`` calls
+    """
+
+    name = "sql"
+
+    def __init__(
+        self,
+        conn_id: str | None = None,
+        *,
+        url: str | None = None,
+        table_prefix: str = "alerting_",
+        use_database_clock: bool = True,
+        history_retention: timedelta = timedelta(days=30),
+        prune_every: int = 100,
+    ) -> None:
+        if (conn_id is None) == (url is None):
+            raise ValueError("SqlStore needs exactly one of conn_id (an Airflow connection) or url")
+        if not _PREFIX_PATTERN.fullmatch(table_prefix):
+            raise ValueError(
+                f"table_prefix {table_prefix!r} must be a letter or '_' then letters, digits or '_' "
+                "(at most 40 characters)"
+            )
+        if history_retention <= timedelta(0):
+            raise ValueError("history_retention must be positive")
+        if prune_every < 1:
+            raise ValueError("prune_every must be at least 1")
+        self.conn_id = conn_id
+        self.table_prefix = table_prefix
+        self.use_database_clock = use_database_clock
+        self.history_retention = history_retention
+        self.prune_every = prune_every
+        self._raw_url = url
+        self._url: URL | None = None
+        self._url_lock = threading.Lock()
+        self._history_calls = 0
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self.describe()}, table_prefix={self.table_prefix!r})"
+
+    def describe(self) -> str:
+        """Where the state lives, safe to log: the URL with its password masked, or the connection id."""
+        if self._url is not None:
+            return self._url.render_as_string(hide_password=True)
+        if self.conn_id is not None:
+            return f"connection {self.conn_id!r}"
+        return "a URL not yet parsed"
+
+    # --- public StateStore API ------------------------------------------------------------
+
+    def record_occurrence(
+        self, fingerprint: str, occurrence_id: str, *, now: datetime, window: timedelta
+    ) -> OccurrenceRecord:
+        """Count one occurrence of ``fingerprint``; a repeated ``occurrence_id`` is a duplicate, not counted.
+
+        :param fingerprint: the alert's fingerprint
+        :param occurrence_id: identity of the callback (``Alert.occurrence_id``)
+        :param now: the current time (ignored when using the database clock)
+        :param window: the escalation window to count occurrences in
+        """
+        return self._run(
+            "record_occurrence", lambda: self._record_occurrence(fingerprint, occurrence_id, now, window)
+        )
+
+    def claim(
+        self,
+        fingerprint: str,
+        channel: str,
+        *,
+        now: datetime,
+        window: timedelta,
+        severity: Severity,
+        escalated: bool,
+        source: str,
+        lease: timedelta,
+    ) -> Claim:
+        """Atomically decide whether this caller sends, as :func:`throttle.decide` would.
+
+        :param fingerprint: the alert's fingerprint
+        :param channel: the channel name
+        :param now: the current time (ignored when using the database clock)
+        :param window: the throttle window; zero or negative always sends
+        :param severity: the occurrence's severity after escalation
+        :param escalated: the escalation rule raised the severity
+        :param source: ``dag.task`` of the occurrence, remembered when it is suppressed
+        :param lease: how long the claim holds the window if neither confirmed nor released
+        """
+        return self._run(
+            "claim",
+            lambda: self._claim(
+                _key(fingerprint), _key(channel), now, window, severity, escalated, source, lease
+            ),
+        )
+
+    def confirm(self, fingerprint: str, channel: str, token: str) -> None:
+        """Keep the window claimed by ``token`` (its delivery succeeded); a foreign token is ignored.
+
+        :param fingerprint: the alert's fingerprint
+        :param channel: the channel name
+        :param token: the token of the :class:`~airflow_alerting.state.base.Claim`
+        """
+        self._run("confirm", lambda: self._confirm(_key(fingerprint), _key(channel), token))
+
+    def release(self, fingerprint: str, channel: str, token: str) -> None:
+        """Give back the window claimed by ``token`` and restore the suppressed counts it carried.
+
+        :param fingerprint: the alert's fingerprint
+        :param channel: the channel name
+        :param token: the token of the :class:`~airflow_alerting.state.base.Claim`
+        """
+        self._run("release", lambda: self._release(_key(fingerprint), _key(channel), token))
+
+    def channel_state(self, fingerprint: str, channel: str) -> throttle.ChannelState | None:
+        """The stored state of one (fingerprint, channel), as written (an expired claim is not rolled back).
+
+        :param fingerprint: the alert's fingerprint
+        :param channel: the channel name
+        """
+        return self._run("channel_state", lambda: self._channel_state(_key(fingerprint), _key(channel)))
+
+    def open_incident(self, incident: OpenIncident) -> None:
+        """Remember a delivered alert; replaces the open incident of the same fingerprint and channel.
+
+        :param incident: the incident to remember
+        """
+        self._run("open_incident", lambda: self._open_incident(incident))
+
+    def pop_incidents(self, incident_key: str) -> list[OpenIncident]:
+        """Return and delete the open incidents of ``incident_key``; concurrent callers each get them once.
+
+        :param incident_key: ``dag_id`` or ``dag_id.task_id``
+        """
+        return self._run("pop_incidents", lambda: self._pop_incidents(incident_key))
+
+    def append_history(self, entries: Sequence[HistoryEntry]) -> None:
+        """Record decisions; rows older than ``history_retention`` are deleted from time to time.
+
+        :param entries: the decisions to record
+        """
+        if not entries:
+            return
+        self._run("append_history", lambda: self._append_history(entries))
+
+    def history(self, limit: int = 100) -> list[HistoryEntry]:
+        """The most recently recorded decisions first.
+
+        :param limit: at most this many entries
+        """
+        if limit <= 0:
+            return []
+        return self._run("history", lambda: self._history(limit))
+
+    # --- maintenance ----------------------------------------------------------------------
+
+    def create_tables(self) -> list[str]:
+        """Create the tables (and indexes) if they do not exist; return their names.
+
+        Safe to run while workers use the store and from several processes at once.  The store also
+        does this on first use; call it (or ``python -m airflow_alerting.state.sql``) to create them
+        ahead of time, e.g. from a deployment job with DDL rights.
+        """
+
+        def create() -> list[str]:
+            self._create_tables()
+            return [table.name for table in self._schema().tables]
+
+        return self._run("create_tables", create, ensure_tables=False)
+
+    def drop_tables(self) -> None:
+        """Drop the tables and everything in them (tests, uninstalling)."""
+
+        def drop() -> None:
+            self._schema().metadata.drop_all(self._engine(), checkfirst=True)
+            _READY.discard(self._ready_key())
+
+        self._run("drop_tables", drop, ensure_tables=False)
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete history and occurrence rows older than ``history_retention``; return how many.
+
+        :param now: the reference time when not using the database clock (default: the local clock)
+        """
+        return self._run("prune", lambda: self._prune(now or datetime.now(timezone.utc)))
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _run(self, action: str, body: Callable[[], _T], *, ensure_tables: bool = True) -> _T:
+        """Run ``body`` with the tables in place; every failure becomes :class:`StateUnavailableError`."""
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    if ensure_tables:
+                        self._ensure_tables()
+                    return body()
+                except Exception as exc:
+                    if attempt < _TRANSIENT_RETRIES and _is_transient(exc):
+                        log.debug("retrying %s after a transient database error: %s", action, exc)
+                        continue
+                    raise
+        except StateUnavailableError as exc:
+            raise StateUnavailableError(self._scrub(str(exc))) from exc
+        except Exception as exc:
+            # the manager fails open on StateUnavailableError; anything else would cost the alert
+            raise StateUnavailableError(self._failure_message(action, exc)) from exc
+
+    def _failure_message(self, action: str, exc: BaseException) -> str:
+        cause: BaseException = getattr(exc, "orig", None) or exc
+        lines = str(cause).strip().splitlines()
+        detail = f"{type(cause).__name__}: {lines[0][:300]}" if lines else type(cause).__name__
+        return self._scrub(f"SQL state store at {self.describe()}: {action} failed: {detail}")
+
+    def _scrub(self, text: str) -> str:
+        password = self._url.password if self._url is not None else None
+        if password:
+            text = text.replace(str(password), "***")
+        return text
+
+    def _resolve_url(self) -> URL:
+        with self._url_lock:
+            if self._url is not None:
+                return self._url
+            if self._raw_url is not None:
+                from sqlalchemy.engine import make_url
+
+                try:
+                    url = make_url(self._raw_url)
+                except Exception:
+                    # not chained: the parser's message repeats the whole string, password included
+                    raise StateUnavailableError(
+                        "the url given to SqlStore is not a SQLAlchemy URL "
+                        "(not shown: it may hold a password)"
+                    ) from None
+            else:
+                from airflow.sdk import BaseHook
+
+                assert self.conn_id is not None  # __init__ requires conn_id or url
+                url = url_from_connection(BaseHook.get_connection(self.conn_id))
+            self._url = url
+            return url
+
+    def _engine(self) -> Engine:
+        return _engine_for(self._resolve_url())
+
+    def _dialect(self) -> str:
+        return self._resolve_url().get_backend_name()
+
+    def _schema(self) -> _Schema:
+        return _schema(self.table_prefix)
+
+    def _ready_key(self) -> tuple[str, str]:
+        return (self._resolve_url().render_as_string(hide_password=False), self.table_prefix)
+
+    def _ensure_tables(self) -> None:
+        if self._ready_key() not in _READY:
+            self._create_tables()
+
+    def _create_tables(self) -> None:
+        from sqlalchemy.exc import DBAPIError
+
+        metadata = self._schema().metadata
+        engine = self._engine()
+        for attempt in range(1, 4):
+            try:
+                metadata.create_all(engine, checkfirst=True)
+                break
+            except DBAPIError:
+                # another process created a table between our check and our CREATE; checking again
+                # finds it.  A real problem (no privileges) fails every attempt and is raised.
+                if attempt == 3:
+                    raise
+        _READY.add(self._ready_key())
+
+    def _clock(self, now: datetime | None) -> _Clock:
+        if self.use_database_clock:
+            return _Clock(self._dialect(), None)
+        return _Clock(self._dialect(), _as_utc(now or datetime.now(timezone.utc)))
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        with self._engine().begin() as conn:
+            yield conn
+
+    # --- claims ---------------------------------------------------------------------------
+
+    def _claim(
+        self,
+        fingerprint: str,
+        channel: str,
+        now: datetime,
+        window: timedelta,
+        severity: Severity,
+        escalated: bool,
+        source: str,
+        lease: timedelta,
+    ) -> Claim:
+        token = uuid.uuid4().hex
+        for _ in range(_CLAIM_ATTEMPTS):
+            clock = self._clock(now)
+            won = self._try_claim(fingerprint, channel, clock, window, severity, escalated, token, lease)
+            if won is not None:
+                return Claim(_sending_decision(won, window, severity, escalated), token)
+            held = self._try_suppress(fingerprint, channel, clock, window, severity, escalated, source)
+            if held is not None:
+                return Claim(held)
+            # neither claimable nor held back: a crashed sender's claim expired (roll it back), or the
+            # row changed between our two statements (try again)
+            self._roll_back_expired(fingerprint, channel, self._clock(now))
+        raise StateUnavailableError(
+            f"claim on {fingerprint}/{channel} kept changing under {_CLAIM_ATTEMPTS} attempts"
+        )
+
+    def _claimable(
+        self, clock: _Clock, window: timedelta, severity: Severity, escalated: bool
+    ) -> ColumnElement[bool] | None:
+        """``throttle.decide``'s send rule for a row with no expired claim (``None``: always)."""
+        import sqlalchemy as sa
+
+        if window <= timedelta(0):
+            return None
+        t = self._schema().channel_state
+        reasons: list[ColumnElement[bool]] = [t.c.last_sent_at.is_(None)]
+        if escalated:
+            reasons.append(sa.or_(t.c.last_sent_severity.is_(None), t.c.last_sent_severity < int(severity)))
+        # now - last_sent_at >= window, i.e. exactly at the window's end the next alert goes out
+        reasons.append(t.c.last_sent_at <= clock.at(-window))
+        return sa.and_(t.c.claim_token.is_(None), sa.or_(*reasons))
+
+    def _held_back(
+        self, clock: _Clock, window: timedelta, severity: Severity, escalated: bool
+    ) -> ColumnElement[bool]:
+        """The complement of :meth:`_claimable` among rows without an expired claim.
+
+        Written out rather than ``NOT (...)`` so no NULL can make both false.
+        """
+        import sqlalchemy as sa
+
+        t = self._schema().channel_state
+        in_flight = sa.and_(
+            t.c.claim_token.is_not(None),
+            sa.or_(t.c.claim_expires_at.is_(None), t.c.claim_expires_at > clock.now()),
+        )
+        if window <= timedelta(0):
+            return sa.false()  # a zero window always sends; nothing is ever held back
+        throttled: list[ColumnElement[bool]] = [
+            t.c.claim_token.is_(None),
+            t.c.last_sent_at.is_not(None),
+            t.c.last_sent_at > clock.at(-window),
+        ]
+        if escalated:
+            throttled.append(
+                sa.and_(t.c.last_sent_severity.is_not(None), t.c.last_sent_severity >= int(severity))
+            )
+        return sa.or_(in_flight, sa.and_(*throttled))
+
+    def _claim_assignments(
+        self, clock: _Clock, severity: Severity, token: str, lease: timedelta
+    ) -> list[tuple[Column[Any], Any]]:
+        """SET clause of a winning claim, in an order safe for MySQL.
+
+        MySQL evaluates single-table ``UPDATE`` assignments left to right with the values already
+        assigned, so every column is read before it is overwritten; PostgreSQL and SQLite read
+        the old row throughout, where the order does not matter.
+        """
+        import sqlalchemy as sa
+
+        t = self._schema().channel_state
+        expired = sa.and_(t.c.claim_token.is_not(None), t.c.claim_expires_at <= clock.now())
+        return [
+            # a zero window may take over a pending claim; an expired one counts as rolled back first
+            (t.c.previous_sent_at, sa.case((expired, t.c.previous_sent_at), else_=t.c.last_sent_at)),
+            (
+                t.c.previous_sent_severity,
+                sa.case((expired, t.c.previous_sent_severity), else_=t.c.last_sent_severity),
+            ),
+            (t.c.previous_suppressed_count, t.c.suppressed_count),
+            (t.c.previous_suppressed_since, t.c.suppressed_since),
+            (t.c.previous_suppressed_until, t.c.suppressed_until),
+            (t.c.previous_suppressed_sources, t.c.suppressed_sources),
+            (t.c.suppressed_count, 0),
+            (t.c.suppressed_since, None),
+            (t.c.suppressed_until, None),
+            (t.c.suppressed_sources, _EMPTY_SOURCES),
+            (t.c.last_sent_at, clock.now()),
+            (t.c.last_sent_severity, int(severity)),
+            (t.c.claim_token, token),
+            (t.c.claim_expires_at, clock.at(lease)),
+            (t.c.version, t.c.version + 1),
+        ]
+
+    def _claim_returning(self) -> tuple[Column[Any], ...]:
+        t = self._schema().channel_state
+        return (
+            t.c.claim_token,
+            t.c.previous_sent_at,
+            t.c.previous_sent_severity,
+            t.c.previous_suppressed_count,
+            t.c.previous_suppressed_since,
+            t.c.previous_suppressed_until,
+            t.c.previous_suppressed_sources,
+        )
+
+    def _try_claim(
+        self,
+        fingerprint: str,
+        channel: str,
+        clock: _Clock,
+        window: timedelta,
+        severity: Severity,
+        escalated: bool,
+        token: str,
+        lease: timedelta,
+    ) -> Row[Any] | None:
+        """The atomic claim; returns the winner's row (the state before the claim in ``previous_*``)."""
+        import sqlalchemy as sa
+
+        t = self._schema().channel_state
+        claimable = self._claimable(clock, window, severity, escalated)
+        assignments = self._claim_assignments(clock, severity, token, lease)
+        key = sa.and_(t.c.fingerprint == fingerprint, t.c.channel == channel)
+        if clock.dialect == "mysql":
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            # committed on its own: INSERT IGNORE on an existing key takes a shared lock, and two
+            # transactions holding it while both go on to UPDATE the row would deadlock
+            with self._begin() as conn:
+                neutral = mysql_insert(t).prefix_with("IGNORE").values(**_neutral_row(fingerprint, channel))
+                conn.execute(neutral)
+            with self._begin() as conn:
+                where = key if claimable is None else sa.and_(key, claimable)
+                result = conn.execute(sa.update(t).where(where).ordered_values(*assignments))
+                if result.rowcount != 1:
+                    return None
+                # our row lock is held until commit, so this reads exactly what the update wrote
+                return conn.execute(sa.select(*self._claim_returning()).where(key)).one()
+        fresh = {
+            **_neutral_row(fingerprint, channel),
+            "last_sent_at": clock.now(),
+            "last_sent_severity": int(severity),
+            "claim_token": token,
+            "claim_expires_at": clock.at(lease),
+            "version": 1,
+        }
+        statement = (
+            _upsert_insert(clock.dialect, t)
+            .values(**fresh)
+            .on_conflict_do_update(
+                index_elements=[t.c.fingerprint, t.c.channel],
+                set_={column.name: value for column, value in assignments},
+                where=claimable,
+            )
+            .returning(*self._claim_returning())
+        )
+        with self._begin() as conn:
+            row = conn.execute(statement).first()
+        if row is None or row.claim_token != token:
+            return None
+        return row
+
+    def _try_suppress(
+        self,
+        fingerprint: str,
+        channel: str,
+        clock: _Clock,
+        window: timedelta,
+        severity: Severity,
+        escalated: bool,
+        source: str,
+    ) -> Decision | None:
+        """Count a held-back occurrence, only if the row still holds it back; return the decision."""
+        import sqlalchemy as sa
+
+        t = self._schema().channel_state
+        key = sa.and_(t.c.fingerprint == fingerprint, t.c.channel == channel)
+        where = sa.and_(key, self._held_back(clock, window, severity, escalated))
+        # each assignment reads only its own column, so MySQL's left-to-right evaluation is harmless
+        update = (
+            sa.update(t)
+            .where(where)
+            .values(
+                suppressed_count=t.c.suppressed_count + 1,
+                suppressed_since=sa.func.coalesce(t.c.suppressed_since, clock.now()),
+                suppressed_until=clock.now(),
+                suppressed_sources=_append_source(clock.dialect, t.c.suppressed_sources, source),
+                version=t.c.version + 1,
+            )
+        )
+        observed = (t.c.claim_token, t.c.last_sent_at, clock.now().label("db_now"))
+        with self._begin() as conn:
+            if clock.dialect == "mysql":  # neither MySQL nor MariaDB has UPDATE ... RETURNING
+                if conn.execute(update).rowcount != 1:
+                    return None
+                row = conn.execute(sa.select(*observed).where(key)).one()
+            else:
+                returned = conn.execute(update.returning(*observed)).first()
+                if returned is None:
+                    return None
+                row = returned
+        if row.claim_token is not None:
+            return Decision(False, DecisionReason.IN_FLIGHT, detail="another worker is sending this alert")
+        remaining = int((window - (row.db_now - row.last_sent_at)).total_seconds())
+        return Decision(False, DecisionReason.THROTTLED, detail=f"window has {max(remaining, 0)}s left")
+
+    def _roll_back_expired(self, fingerprint: str, channel: str, clock: _Clock) -> None:
+        import sqlalchemy as sa
+
+        t = self._schema().channel_state
+        key = sa.and_(t.c.fingerprint == fingerprint, t.c.channel == channel)
+        with self._begin() as conn:
+            row = conn.execute(sa.select(t, clock.now().label("db_now")).where(key)).first()
+        if row is None or row.claim_token is None or row.claim_expires_at is None:
+            return
+        if row.claim_expires_at > row.db_now:
+            return
+        settled = _state_from_row(row).settled(row.db_now)
+        with self._begin() as conn:
+            # a concurrent suppression or roll-back bumps the version; the caller's next attempt sees it
+            conn.execute(
+                sa.update(t)
+                .where(key, t.c.version == row.version)
+                .values(**_state_values(settled), version=t.c.version + 1)
+            )
+
+    def _confirm(self, fingerprint: str, channel: str, token: str) -> None:
+        import sqlalchemy as sa
+
+        t = self._schema().channel_state
+        with self._begin() as conn:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.fingerprint == fingerprint, t.c.channel == channel, t.c.claim_token == token)
+                .values(
+                    claim_token=None,
+                    claim_expires_at=None,
+                    previous_sent_at=None,
+                    previous_sent_severity=None,
+                    previous_suppressed_count=0,
+                    previous_suppressed_since=None,
+                    previous_suppressed_until=None,
+                    previous_suppressed_sources=_EMPTY_SOURCES,
+                    version=t.c.version + 1,
+                )
+            )
+
+    def _release(self, fingerprint: str, channel: str, token: str) -> None:
+        import sqlalchemy as sa
+
+        t = self._schema().channel_state
+        mine = sa.and_(t.c.fingerprint == fingerprint, t.c.channel == channel, t.c.claim_token == token)
+        for _ in range(_RELEASE_ATTEMPTS):
+            with self._begin() as conn:
+                row = conn.execute(sa.select(t).where(mine)).first()
+            if row is None:
+                return
+            released = throttle.release(_state_from_row(row), token)
+            with self._begin() as conn:
+                result = conn.execute(
+                    sa.update(t)
+                    .where(mine, t.c.version == row.version)
+                    .values(**_state_values(released), version=t.c.version + 1)
+                )
+            if result.rowcount == 1:
+                return
+        raise StateUnavailableError(f"release on {fingerprint}/{channel} kept conflicting with other writers")
+
+    def _channel_state(self, fingerprint: str, channel: str) -> throttle.ChannelState | None:
+        import sqlalchemy as sa
+
+        t = self._schema().channel_state
+        with self._begin() as conn:
+            row = conn.execute(
+                sa.select(t).where(t.c.fingerprint == fingerprint, t.c.channel == channel)
+            ).first()
+        return _state_from_row(row) if row is not None else None
+
+    # --- occurrences, incidents, history --------------------------------------------------
+
+    def _record_occurrence(
+        self, fingerprint: str, occurrence_id: str, now: datetime, window: timedelta
+    ) -> OccurrenceRecord:
+        import sqlalchemy as sa
+
+        t = self._schema().occurrence
+        fp = _key(fingerprint)
+        digest = hashlib.sha256(occurrence_id.encode("utf-8", "surrogatepass")).hexdigest()
+        clock = self._clock(now)
+        count = (
+            sa.select(sa.func.count()).select_from(t).where(t.c.fingerprint == fp, t.c.at > clock.at(-window))
+        )
+        with self._begin() as conn:
+            # counted before inserting so this occurrence is included whatever the window (even zero)
+            before = int(conn.execute(count).scalar_one())
+            values = {"fingerprint": fp, "occurrence_id": digest, "at": clock.now()}
+            if clock.dialect == "mysql":
+                from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+                inserted = conn.execute(mysql_insert(t).prefix_with("IGNORE").values(**values)).rowcount
+            else:
+                insert = _upsert_insert(clock.dialect, t)
+                statement = insert.values(**values).on_conflict_do_nothing(
+                    index_elements=[t.c.fingerprint, t.c.occurrence_id]
+                )
+                inserted = conn.execute(statement).rowcount
+        if inserted == 1:
+            return OccurrenceRecord(duplicate=False, count_in_window=before + 1)
+        return OccurrenceRecord(duplicate=True, count_in_window=before)
+
+    def _open_incident(self, incident: OpenIncident) -> None:
+        t = self._schema().incident
+        values = {
+            "key_hash": _digest(incident.incident_key),
+            "fingerprint": _key(incident.fingerprint),
+            "channel": _key(incident.channel),
+            "incident_key": incident.incident_key,
+            "severity": incident.severity.label,
+            "opened_at": incident.opened_at,
+            "external_id": incident.external_id,
+            # default=str: an odd value in extra must not cost the incident
+            "extra": json.dumps(incident.extra, sort_keys=True, default=str),
+        }
+        replaced = {
+            name: values[name] for name in ("incident_key", "severity", "opened_at", "external_id", "extra")
+        }
+        dialect = self._dialect()
+        with self._begin() as conn:
+            if dialect == "mysql":
+                from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+                conn.execute(mysql_insert(t).values(**values).on_duplicate_key_update(**replaced))
+            else:
+                statement = (
+                    _upsert_insert(dialect, t)
+                    .values(**values)
+                    .on_conflict_do_update(
+                        index_elements=[t.c.key_hash, t.c.fingerprint, t.c.channel], set_=replaced
+                    )
+                )
+                conn.execute(statement)
+
+    def _pop_incidents(self, incident_key: str) -> list[OpenIncident]:
+        import sqlalchemy as sa
+
+        t = self._schema().incident
+        mine = sa.and_(t.c.key_hash == _digest(incident_key), t.c.incident_key == incident_key)
+        with self._begin() as conn:
+            if conn.dialect.delete_returning:  # PostgreSQL, SQLite, MariaDB
+                rows = list(conn.execute(sa.delete(t).where(mine).returning(*t.c)))
+            else:
+                # MySQL: the row locks make a concurrent pop wait, then find nothing
+                rows = list(conn.execute(sa.select(t).where(mine).with_for_update()))
+                conn.execute(sa.delete(t).where(mine))
+        incidents = [
+            OpenIncident(
+                incident_key=row.incident_key,
+                fingerprint=row.fingerprint,
+                channel=row.channel,
+                severity=Severity.parse(row.severity),
+                opened_at=row.opened_at,
+                external_id=row.external_id,
+                extra=_json_object(row.extra),
+            )
+            for row in rows
+        ]
+        return sorted(incidents, key=lambda i: (i.opened_at, i.channel, i.fingerprint))
+
+    def _append_history(self, entries: Sequence[HistoryEntry]) -> None:
+        import sqlalchemy as sa
+
+        t = self._schema().history
+        rows = [
+            {
+                "at": entry.at,
+                "fingerprint": _key(entry.fingerprint),
+                "source": entry.source[:512],
+                "kind": entry.kind[:32],
+                "severity": entry.severity[:16],
+                "channel": _key(entry.channel),
+                "reason": entry.reason[:64],
+                "sent": bool(entry.sent),
+                "delivered": entry.delivered,
+                "detail": entry.detail[:4000],
+                "run_id": entry.run_id[:255] if entry.run_id is not None else None,
+            }
+            for entry in entries
+        ]
+        with self._begin() as conn:
+            conn.execute(sa.insert(t), rows)
+        self._history_calls += 1
+        if self._history_calls % self.prune_every == 1 or self.prune_every == 1:
+            # without the database clock the newest entry is the best "now" we have
+            self._prune(max(_as_utc(entry.at) for entry in entries))
+
+    def _prune(self, now: datetime) -> int:
+        import sqlalchemy as sa
+
+        schema = self._schema()
+        cutoff = self._clock(now).at(-self.history_retention)
+        with self._begin() as conn:
+            deleted = conn.execute(sa.delete(schema.history).where(schema.history.c.at < cutoff)).rowcount
+            deleted += conn.execute(
+                sa.delete(schema.occurrence).where(schema.occurrence.c.at < cutoff)
+            ).rowcount
+        if deleted:
+            log.debug("alerting SQL store pruned %d rows older than %s", deleted, self.history_retention)
+        return int(deleted)
+
+    def _history(self, limit: int) -> list[HistoryEntry]:
+        import sqlalchemy as sa
+
+        t = self._schema().history
+        with self._begin() as conn:
+            rows = conn.execute(sa.select(t).order_by(t.c.id.desc()).limit(limit)).all()
+        return [
+            HistoryEntry(
+                at=row.at,
+                fingerprint=row.fingerprint,
+                source=row.source,
+                kind=row.kind,
+                severity=row.severity,
+                channel=row.channel,
+                reason=row.reason,
+                sent=bool(row.sent),
+                delivered=None if row.delivered is None else bool(row.delivered),
+                detail=row.detail,
+                run_id=row.run_id,
+            )
+            for row in rows
+        ]
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _as_utc(value: datetime) -> datetime:
+    # naive datetimes are taken as UTC, which is what the database columns hold
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _key(value: str) -> str:
+    """``value`` itself, or a prefix plus its digest when it would not fit an index key."""
+    if len(value) <= KEY_LENGTH:
+        return value
+    return f"{value[: KEY_LENGTH - 65]}~{_digest(value)}"
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: the database rolled the transaction back, so rerun it."""
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    if getattr(orig, "pgcode", None) in ("40P01", "40001"):
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in (1213, 1205)  # MySQL deadlock, lock wait timeout
+
+
+def _upsert_insert(dialect: str, table: Table) -> Any:
+    """PostgreSQL's or SQLite's ``insert``, the ones with ``on_conflict_do_*`` (same API)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
+def _neutral_row(fingerprint: str, channel: str) -> dict[str, Any]:
+    """A row that behaves exactly like "never seen": no send, no claim, nothing suppressed."""
+    return {
+        "fingerprint": fingerprint,
+        "channel": channel,
+        "suppressed_count": 0,
+        "suppressed_sources": _EMPTY_SOURCES,
+        "previous_suppressed_count": 0,
+        "previous_suppressed_sources": _EMPTY_SOURCES,
+        "version": 0,
+    }
+
+
+def _append_source(dialect: str, column: Column[Any], source: str) -> ColumnElement[Any]:
+    """``throttle.add_suppressed``'s source rule in SQL: append if absent and fewer than MAX_SOURCES.
+
+    Done in the statement so concurrent suppressions cannot overwrite each other's sources.
+    """
+    import sqlalchemy as sa
+
+    limit = throttle.MAX_SOURCES
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        array = sa.cast(column, JSONB)
+        item = sa.func.jsonb_build_array(sa.cast(sa.literal(source), sa.Text()))
+        absent = sa.not_(array.op("@>", return_type=sa.Boolean())(item))
+        appendable = sa.and_(sa.func.jsonb_array_length(array) < limit, absent)
+        return sa.case((appendable, sa.cast(array.op("||")(item), sa.Text())), else_=column)
+    if dialect == "mysql":
+        missing = sa.func.json_contains(column, sa.func.json_quote(sa.literal(source))) == 0
+        appendable = sa.and_(sa.func.json_length(column) < limit, missing)
+        return sa.case((appendable, sa.func.json_array_append(column, "$", sa.literal(source))), else_=column)
+    each = sa.func.json_each(column).table_valued("value")
+    present = sa.exists().where(each.c.value == sa.literal(source))
+    appendable = sa.and_(sa.func.json_array_length(column) < limit, sa.not_(present))
+    return sa.case((appendable, sa.func.json_insert(column, "$[#]", sa.literal(source))), else_=column)
+
+
+def _sending_decision(row: Row[Any], window: timedelta, severity: Severity, escalated: bool) -> Decision:
+    """The reason ``throttle.decide`` gives, from the state before the claim (``previous_*``)."""
+    carried = _summary(
+        row.previous_suppressed_count,
+        row.previous_suppressed_since,
+        row.previous_suppressed_until,
+        row.previous_suppressed_sources,
+    )
+    previous_severity = _severity(row.previous_sent_severity)
+    if window <= timedelta(0):
+        reason = DecisionReason.NO_WINDOW
+    elif row.previous_sent_at is None:
+        reason = DecisionReason.FIRST
+    elif escalated and (previous_severity is None or severity > previous_severity):
+        reason = DecisionReason.ESCALATED
+    else:
+        reason = DecisionReason.WINDOW_ELAPSED
+    return Decision(True, reason, carried)
+
+
+def _severity(value: Any) -> Severity | None:
+    return None if value is None else Severity(int(value))
+
+
+def _sources(value: Any) -> tuple[str, ...]:
+    parsed = json.loads(value) if value else []
+    if not isinstance(parsed, list):
+        raise ValueError(f"suppressed sources must be a JSON array, found {type(parsed).__name__}")
+    return tuple(str(source) for source in parsed)
+
+
+def _summary(count: Any, since: datetime | None, until: datetime | None, sources: Any) -> SuppressionSummary:
+    return SuppressionSummary(count=int(count or 0), since=since, until=until, sources=_sources(sources))
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    parsed = json.loads(value) if value else {}
+    if not isinstance(parsed, dict):
+        raise ValueError(f"incident extra must be a JSON object, found {type(parsed).__name__}")
+    return parsed
+
+
+def _state_from_row(row: Row[Any]) -> throttle.ChannelState:
+    return throttle.ChannelState(
+        last_sent_at=row.last_sent_at,
+        last_sent_severity=_severity(row.last_sent_severity),
+        suppressed=_summary(
+            row.suppressed_count, row.suppressed_since, row.suppressed_until, row.suppressed_sources
+        ),
+        claim_token=row.claim_token,
+        claim_expires_at=row.claim_expires_at,
+        previous_sent_at=row.previous_sent_at,
+        previous_sent_severity=_severity(row.previous_sent_severity),
+        previous_suppressed=_summary(
+            row.previous_suppressed_count,
+            row.previous_suppressed_since,
+            row.previous_suppressed_until,
+            row.previous_suppressed_sources,
+        ),
+    )
+
+
+def _state_values(state: throttle.ChannelState) -> dict[str, Any]:
+    def summary(prefix: str, value: SuppressionSummary) -> dict[str, Any]:
+        return {
+            f"{prefix}_count": value.count,
+            f"{prefix}_since": value.since,
+            f"{prefix}_until": value.until,
+            f"{prefix}_sources": json.dumps(list(value.sources)),
+        }
+
+    return {
+        "last_sent_at": state.last_sent_at,
+        "last_sent_severity": None if state.last_sent_severity is None else int(state.last_sent_severity),
+        "claim_token": state.claim_token,
+        "claim_expires_at": state.claim_expires_at,
+        "previous_sent_at": state.previous_sent_at,
+        "previous_sent_severity": None
+        if state.previous_sent_severity is None
+        else int(state.previous_sent_severity),
+        **summary("suppressed", state.suppressed),
+        **summary("previous_suppressed", state.previous_suppressed),
+    }
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m airflow_alerting.state.sql --conn-id ID``: create the tables ahead of time.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``)
+    :return: the process exit code
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_alerting.state.sql",
+        description="Create the tables of the airflow-provider-alerting SQL state store if missing.",
+    )
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--conn-id", help="Airflow connection (postgres, mysql or sqlite) holding the tables")
+    target.add_argument(
+        "--url", help="SQLAlchemy URL instead of a connection (visible in the process list: avoid passwords)"
+    )
+    parser.add_argument("--table-prefix", default="alerting_", help="table name prefix (default: alerting_)")
+    args = parser.parse_args(argv)
+    try:
+        store = SqlStore(args.conn_id, url=args.url, table_prefix=args.table_prefix)
+        names = store.create_tables()
+    except (StateUnavailableError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"tables ready at {store.describe()}: {', '.join(names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

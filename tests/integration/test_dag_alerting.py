@@ -1,0 +1,178 @@
+"""End to end: real Airflow (``dag.test()``), real SMTP, local Slack and PagerDuty servers.
+
+Each test runs DAGs from ``tests/integration/dags`` whose tasks fail in one way each and
+alert through ``AlertNotifier()`` with the default policy and the Variables state store.
+The managers' clock is frozen per test (see the ``alerting`` fixture) so throttle windows
+can be crossed without sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+# (dag id, slack messages, emails, pagerduty events) for one failed run under the default matrix
+SEVERITY_ROWS = [
+    pytest.param("scenario_critical", 1, 1, 1, id="critical->email+slack+pagerduty"),
+    pytest.param("scenario_high", 1, 1, 0, id="high->email+slack"),
+    pytest.param("scenario_medium", 1, 0, 0, id="medium->slack"),
+    pytest.param("scenario_retry_recovers", 0, 0, 0, id="low(retries)->nothing"),
+]
+
+
+def _counts(harness: Any) -> tuple[int, int, int]:
+    servers = harness.servers
+    return len(servers.slack.messages), len(servers.smtp.messages), len(servers.pagerduty.events)
+
+
+def _slack_text(message: dict[str, Any]) -> str:
+    return json.dumps(message.get("blocks", [])) + message.get("text", "")
+
+
+@pytest.mark.parametrize(("dag_id", "slack", "email", "pagerduty"), SEVERITY_ROWS)
+def test_each_severity_reaches_exactly_its_channels(
+    alerting: Any, dag_id: str, slack: int, email: int, pagerduty: int
+) -> None:
+    alerting.run(dag_id)
+
+    assert _counts(alerting) == (slack, email, pagerduty)
+    if email:
+        message = alerting.servers.smtp.messages[0]
+        assert message["To"] == "oncall@example.test"
+        assert message.get_content_type() == "multipart/alternative"
+    if pagerduty:
+        event = alerting.servers.pagerduty.events[0]
+        assert event["event_action"] == "trigger"
+        assert event["payload"]["severity"] == "critical"
+
+
+def test_repeat_within_window_is_suppressed_then_reported(alerting: Any) -> None:
+    alerting.run("scenario_medium")
+    alerting.run("scenario_medium", advance=timedelta(minutes=5))
+    assert len(alerting.servers.slack.messages) == 1, "a repeat inside the 15 min window must be suppressed"
+
+    # past the 15 min window, and far enough from the first run that escalation (3 in 1 h) stays out
+    alerting.run("scenario_medium", advance=timedelta(minutes=56))
+
+    messages = alerting.servers.slack.messages
+    assert len(messages) == 2
+    assert "1 similar failure suppressed" in _slack_text(messages[1])
+    assert "scenario_medium.validate" in _slack_text(messages[1])
+    reasons = [e.reason for e in alerting.history() if e.channel == "slack"]
+    assert reasons == ["first", "throttled", "window_elapsed"]
+
+
+def test_recurring_failure_escalates_after_three_occurrences(alerting: Any) -> None:
+    for _ in range(3):
+        alerting.run("scenario_medium", advance=timedelta(minutes=1))
+
+    slack, email, pagerduty = _counts(alerting)
+    assert (slack, email, pagerduty) == (2, 1, 0), "third occurrence is raised medium -> high: email joins"
+    escalated = _slack_text(alerting.servers.slack.messages[1])
+    assert "escalated from medium to high" in escalated
+    assert "1 similar failure suppressed" in escalated
+    assert "[HIGH]" in alerting.servers.smtp.messages[0]["Subject"]
+
+
+def test_occurrences_spread_beyond_the_escalation_window_do_not_escalate(alerting: Any) -> None:
+    for _ in range(3):
+        alerting.run("scenario_medium", advance=timedelta(minutes=40))
+
+    assert _counts(alerting) == (3, 0, 0)
+
+
+def test_retries_do_not_page_and_the_final_failure_alerts_once(alerting: Any) -> None:
+    alerting.run("scenario_retries_exhausted")
+
+    assert _counts(alerting) == (1, 0, 0)
+    kinds = [(e.kind, e.severity, e.reason) for e in alerting.history()]
+    assert kinds == [
+        ("task_retry", "low", "not_routed"),
+        ("task_retry", "low", "not_routed"),
+        ("task_failure", "medium", "first"),
+    ]
+    assert "final failure after 3 tries" in alerting.history()[-1].why
+
+
+def test_success_resolves_the_pagerduty_incident_and_tells_slack_and_email(alerting: Any) -> None:
+    alerting.run("scenario_critical")
+    dedup_key = alerting.servers.pagerduty.events[0]["dedup_key"]
+    assert alerting.servers.pagerduty.incidents[dedup_key] == "triggered"
+
+    alerting.run("scenario_critical", {"recover": True}, advance=timedelta(minutes=42))
+
+    resolve = alerting.servers.pagerduty.events[-1]
+    assert (resolve["event_action"], resolve["dedup_key"]) == ("resolve", dedup_key)
+    assert alerting.servers.pagerduty.incidents[dedup_key] == "resolved"
+    assert "RESOLVED" in alerting.servers.slack.messages[-1]["text"]
+    assert "resolved after 42 min" in _slack_text(alerting.servers.slack.messages[-1])
+    assert "RESOLVED" in alerting.servers.smtp.messages[-1]["Subject"]
+
+    alerting.run("scenario_critical", {"recover": True}, advance=timedelta(minutes=1))
+    assert len(alerting.servers.pagerduty.events) == 2, "a second success has nothing left to resolve"
+
+
+def test_shared_notifier_renders_each_tasks_own_title(alerting: Any) -> None:
+    alerting.run("scenario_shared_title")
+
+    titles = sorted(m["text"] for m in alerting.servers.slack.messages)
+    assert len(titles) == 2
+    assert "first_task broke in scenario_shared_title" in titles[0]
+    assert "second_task broke in scenario_shared_title" in titles[1]
+    shared = alerting.dag("scenario_shared_title").get_task("first_task").on_failure_callback[0]
+    assert shared.title == "{{ ti.task_id }} broke in {{ dag.dag_id }}", "the shared instance was rendered in place"
+
+
+def test_a_failing_channel_does_not_stop_the_others(alerting: Any) -> None:
+    # 500 on every one of the default 3 delivery attempts
+    alerting.servers.slack.fail_next(500, count=3)
+
+    alerting.run("scenario_high")
+
+    assert len(alerting.servers.smtp.messages) == 1
+    assert alerting.servers.slack.messages == []
+    slack_entries = [e for e in alerting.history() if e.channel == "slack"]
+    assert [(e.sent, e.delivered) for e in slack_entries] == [(True, False)]
+    assert len(alerting.servers.slack.requests) == 3, "a 500 is retried up to the attempt limit"
+
+    # the failed send gave its window back: the next occurrence goes out at once
+    alerting.run("scenario_high", advance=timedelta(minutes=1))
+    assert len(alerting.servers.slack.messages) == 1
+
+
+def test_untrusted_text_is_escaped_and_secrets_never_leave(alerting: Any) -> None:
+    alerting.run("scenario_secret_leak")
+
+    slack_payload = json.dumps(alerting.servers.slack.messages)
+    assert "Sup3rS3cret" not in slack_payload
+    assert "<!channel>" not in slack_payload and "<@U123>" not in slack_payload
+    assert "&lt;!channel&gt;" in slack_payload
+    assert "{{ 7 * 7 }}" in slack_payload and "49" not in slack_payload.replace("4411", "")
+    for request in alerting.servers.slack.requests:
+        assert b"Sup3rS3cret" not in request.body
+
+
+@pytest.mark.timeout(240)
+def test_airflow_dags_test_cli_routes_and_exits_nonzero(alerting: Any, airflow_db: Any) -> None:
+    env = {**os.environ, "AIRFLOW__ALERTING__STATE_BACKEND": "variables"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", "scenario_high"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert len(alerting.servers.slack.messages) == 1
+    assert len(alerting.servers.smtp.messages) == 1
+    assert "scenario_high.load" in alerting.servers.slack.messages[0]["text"]
