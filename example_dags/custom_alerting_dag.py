@@ -65,7 +65,9 @@ with DAG(
     def extract_orders_api() -> None:
         """The orders API is down: every try is refused, so the retries run out."""
         attempt = get_current_context()["ti"].try_number
-        raise ConnectionError(f"Connection refused by orders-api-{attempt}.internal:443 after {25 + attempt}s")
+        raise ConnectionError(
+            f"Connection refused by orders-api-{attempt}.internal:443 after {25 + attempt}s"
+        )
 
     @task
     def validate_orders() -> None:

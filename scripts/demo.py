@@ -39,8 +39,12 @@ def configure_airflow(home: Path, *, state_backend: str) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR",
         "AIRFLOW__ALERTING__STATE_BACKEND": state_backend,
-        "AIRFLOW__ALERTING__EMAIL_TO": os.environ.get("AIRFLOW__ALERTING__EMAIL_TO", "data-oncall@example.test"),
-        "AIRFLOW__ALERTING__SLACK_CHANNEL": os.environ.get("AIRFLOW__ALERTING__SLACK_CHANNEL", "#data-alerts"),
+        "AIRFLOW__ALERTING__EMAIL_TO": os.environ.get(
+            "AIRFLOW__ALERTING__EMAIL_TO", "data-oncall@example.test"
+        ),
+        "AIRFLOW__ALERTING__SLACK_CHANNEL": os.environ.get(
+            "AIRFLOW__ALERTING__SLACK_CHANNEL", "#data-alerts"
+        ),
     }
     os.environ.update(env)
     return env
@@ -172,13 +176,16 @@ def print_received(servers: dict[str, Any]) -> None:
     for event in servers["pagerduty"].events:
         payload = event.get("payload") or {}
         summary = payload.get("summary", "")
-        print(f"  {event['event_action']:<8} {payload.get('severity', ''):<8} {event['dedup_key']}  {summary[:70]}")
+        action, severity = event["event_action"], payload.get("severity", "")
+        print(f"  {action:<8} {severity:<8} {event['dedup_key']}  {summary[:70]}")
     states = ", ".join(f"{key}: {state}" for key, state in servers["pagerduty"].incidents.items())
     print(f"  incidents now: {states or 'none'}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--real", action="store_true", help="use your configured connections, send for real")
     parser.add_argument("--fresh", action="store_true", help="recreate the embedded Airflow home")
     args = parser.parse_args()

@@ -15,7 +15,10 @@ AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="alerting-test-airflow-home-"))
 # dag.test() needs DAG files inside the dags folder: the test scenarios and the shipped example
 DAGS_FOLDER = AIRFLOW_HOME / "dags"
 DAGS_FOLDER.mkdir()
-for _dag_file in [*(ROOT / "tests" / "integration" / "dags").glob("*.py"), *(ROOT / "example_dags").glob("*.py")]:
+for _dag_file in [
+    *(ROOT / "tests" / "integration" / "dags").glob("*.py"),
+    *(ROOT / "example_dags").glob("*.py"),
+]:
     (DAGS_FOLDER / _dag_file.name).symlink_to(_dag_file)
 
 os.environ.update(

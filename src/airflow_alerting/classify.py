@@ -328,4 +328,3 @@ def classify_error_severity(
     merged["exception"] = exception
     alert = alert_from_context(merged)
     return (classifier or SeverityClassifier()).classify(alert).severity
-

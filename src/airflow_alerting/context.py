@@ -36,7 +36,9 @@ def alert_from_context(context: Mapping[str, Any], kind: AlertKind | None = None
     dag_run = context.get("dag_run")
     exception = context.get("exception")
 
-    dag_id = _first_str(getattr(ti, "dag_id", None), getattr(dag, "dag_id", None), getattr(dag_run, "dag_id", None))
+    dag_id = _first_str(
+        getattr(ti, "dag_id", None), getattr(dag, "dag_id", None), getattr(dag_run, "dag_id", None)
+    )
     task_id = _first_str(getattr(ti, "task_id", None), getattr(task, "task_id", None)) or None
     # DAG-level callbacks carry a "reason" (task_failure, success, all_tasks_deadlocked, ...) and
     # the context of the run's last task instance, which must not make them look like task alerts
@@ -56,7 +58,9 @@ def alert_from_context(context: Mapping[str, Any], kind: AlertKind | None = None
         dag_id=dag_id or "unknown_dag",
         kind=kind,
         task_id=task_id,
-        run_id=_first_str(getattr(ti, "run_id", None), context.get("run_id"), getattr(dag_run, "run_id", None))
+        run_id=_first_str(
+            getattr(ti, "run_id", None), context.get("run_id"), getattr(dag_run, "run_id", None)
+        )
         or None,
         map_index=_int(getattr(ti, "map_index", -1), -1),
         try_number=max(_int(getattr(ti, "try_number", 1), 1), 1),
@@ -73,7 +77,9 @@ def alert_from_context(context: Mapping[str, Any], kind: AlertKind | None = None
         hostname=_first_str(getattr(ti, "hostname", None)) or _hostname(),
         log_url=_log_url(ti),
         emails=_emails(task),
-        detected_by="worker" if exception is not None or kind is not AlertKind.TASK_FAILURE else "dag_processor",
+        detected_by="worker"
+        if exception is not None or kind is not AlertKind.TASK_FAILURE
+        else "dag_processor",
     )
 
 
@@ -110,8 +116,8 @@ def _describe_exception(
         return (
             None,
             (),
-            "Task failed without an exception in the worker "
-            f"(state {state or 'unknown'}; killed, out of memory or heartbeat timeout, detected by the scheduler)",
+            f"Task failed without an exception in the worker (state {state or 'unknown'}; "
+            "killed, out of memory or heartbeat timeout, detected by the scheduler)",
         )
     return None, (), str(reason or "")
 

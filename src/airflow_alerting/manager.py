@@ -183,7 +183,9 @@ class AlertManager:
         except Exception as err:  # the last line of defence: an alerting bug must not fail the task
             log.exception("alerting pipeline failed for %s", alert.source)
             metrics.incr("errors")
-            classification = Classification(severity or Severity.HIGH, (f"pipeline error: {type(err).__name__}",))
+            classification = Classification(
+                severity or Severity.HIGH, (f"pipeline error: {type(err).__name__}",)
+            )
             return AlertOutcome(alert, classification, "", ())
 
     def send_alert(
@@ -239,7 +241,9 @@ class AlertManager:
         if classification.silent:
             return True
         fp = compute_fingerprint(alert, self.policy.group_by)
-        channels = (channel,) if channel else self.policy.router.route(alert, classification.severity).channels
+        channels = (
+            (channel,) if channel else self.policy.router.route(alert, classification.severity).channels
+        )
         if not channels:
             return True
         now = self.clock()
@@ -277,7 +281,9 @@ class AlertManager:
             else:
                 if occurrence.duplicate:
                     self._log_classification(alert, classification, fp, None, "duplicate callback")
-                    return self._finish(alert, classification, fp, None, [], DecisionReason.DUPLICATE_CALLBACK)
+                    return self._finish(
+                        alert, classification, fp, None, [], DecisionReason.DUPLICATE_CALLBACK
+                    )
                 escalation = self._escalation(classification, occurrence.count_in_window)
 
         severity = escalation.to_severity if escalation else classification.severity
@@ -353,7 +359,9 @@ class AlertManager:
             return Decision(True, DecisionReason.STATE_UNAVAILABLE, detail="state store unavailable"), None
         return Decision(False, DecisionReason.STATE_UNAVAILABLE_CAPPED, detail="fail-open cap reached"), None
 
-    def _settle(self, notification: Notification, token: str | None, result: DeliveryResult, now: datetime) -> None:
+    def _settle(
+        self, notification: Notification, token: str | None, result: DeliveryResult, now: datetime
+    ) -> None:
         """Record the outcome of a send: keep or give back the window, open the incident."""
         fp, name = notification.fingerprint, notification.channel
         try:
@@ -362,9 +370,14 @@ class AlertManager:
                     self.store.confirm(fp, name, token)
                 else:
                     self.store.release(fp, name, token)
-            if result.ok and self.policy.resolve_on_success and notification.alert.kind in (
-                AlertKind.TASK_FAILURE,
-                AlertKind.DAG_FAILURE,
+            if (
+                result.ok
+                and self.policy.resolve_on_success
+                and notification.alert.kind
+                in (
+                    AlertKind.TASK_FAILURE,
+                    AlertKind.DAG_FAILURE,
+                )
             ):
                 self.store.open_incident(
                     OpenIncident(
@@ -415,7 +428,9 @@ class AlertManager:
         for incident, notification, result in zip(incidents, notifications, results, strict=True):
             outcomes.append(ChannelOutcome(notification.channel, notification.decision, result))
             if result.ok:
-                metrics.timing((now - incident.opened_at).total_seconds(), "resolution_time", incident.channel)
+                metrics.timing(
+                    (now - incident.opened_at).total_seconds(), "resolution_time", incident.channel
+                )
             else:
                 # keep it open so the next success tries again: a missed resolve leaves a page ringing
                 try:
@@ -423,7 +438,9 @@ class AlertManager:
                 except StateUnavailableError:
                     log.warning("could not re-open incident %s after a failed resolve", incident.fingerprint)
         fp = incidents[0].fingerprint
-        return self._finish(alert, replace(classification, severity=incidents[0].severity), fp, None, outcomes, None)
+        return self._finish(
+            alert, replace(classification, severity=incidents[0].severity), fp, None, outcomes, None
+        )
 
     # --- delivery -------------------------------------------------------------------------
 
@@ -441,8 +458,14 @@ class AlertManager:
                 if future.done() and future.exception() is None:
                     results.append(future.result())
                 else:
-                    detail = "deadline exceeded" if not future.done() else f"channel crashed: {future.exception()!r}"
-                    results.append(DeliveryResult(notification.channel, ok=False, retryable=True, detail=detail))
+                    detail = (
+                        "deadline exceeded"
+                        if not future.done()
+                        else f"channel crashed: {future.exception()!r}"
+                    )
+                    results.append(
+                        DeliveryResult(notification.channel, ok=False, retryable=True, detail=detail)
+                    )
             return results
         finally:
             # never wait for a hung channel: the callback must return within its deadline
@@ -461,11 +484,15 @@ class AlertManager:
                 result = channel.deliver(notification)
             except Exception as err:  # a channel must not raise, but a buggy one must not cost the others
                 log.exception("channel %s raised", notification.channel)
-                result = DeliveryResult(notification.channel, ok=False, retryable=False, detail=repr(err)[:300])
+                result = DeliveryResult(
+                    notification.channel, ok=False, retryable=False, detail=repr(err)[:300]
+                )
             if result.ok or not result.retryable or attempt >= options.attempts:
                 break
             delay = min(options.backoff_cap, options.backoff_base * (2 ** (attempt - 1)))
-            delay = random.uniform(delay / 2, delay)  # jitter: workers failing together must not retry together
+            delay = random.uniform(
+                delay / 2, delay
+            )  # jitter: workers failing together must not retry together
             if result.retry_after is not None:
                 delay = max(delay, result.retry_after)
             if time.monotonic() + delay >= deadline:
@@ -559,7 +586,9 @@ class AlertManager:
         if not base:
             return alert.log_url
         if alert.run_id and alert.task_id:
-            return f"{base}/dags/{quote(alert.dag_id)}/runs/{quote(alert.run_id)}/tasks/{quote(alert.task_id)}"
+            return (
+                f"{base}/dags/{quote(alert.dag_id)}/runs/{quote(alert.run_id)}/tasks/{quote(alert.task_id)}"
+            )
         return f"{base}/dags/{quote(alert.dag_id)}"
 
 
@@ -570,4 +599,3 @@ def _human(delta: timedelta) -> str:
     if seconds < 7200:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-

@@ -130,7 +130,9 @@ class Alert:
     @property
     def occurrence_id(self) -> str:
         """Identity of this exact callback, used to make duplicate callbacks idempotent."""
-        return f"{self.dag_id}|{self.task_id}|{self.run_id}|{self.map_index}|{self.try_number}|{self.kind.value}"
+        return (
+            f"{self.dag_id}|{self.task_id}|{self.run_id}|{self.map_index}|{self.try_number}|{self.kind.value}"
+        )
 
 
 @dataclass(frozen=True)

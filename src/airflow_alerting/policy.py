@@ -163,8 +163,19 @@ class _PolicyParser:
     """Validating conversion from plain data; every error names its path."""
 
     def parse(self, data: Any, path: str) -> AlertPolicy:
-        root = self._mapping(data, path, {"classification", "routing", "throttle", "escalation", "channels",
-                                          "resolve_on_success", "lease"})
+        root = self._mapping(
+            data,
+            path,
+            {
+                "classification",
+                "routing",
+                "throttle",
+                "escalation",
+                "channels",
+                "resolve_on_success",
+                "lease",
+            },
+        )
         channels = self._channels(root.get("channels", {}), f"{path}.channels")
         throttle = self._mapping(root.get("throttle", {}), f"{path}.throttle", {"windows", "group_by"})
         windows = dict(DEFAULT_WINDOWS)
@@ -172,8 +183,9 @@ class _PolicyParser:
             throttle.get("windows", {}), f"{path}.throttle.windows", {s.label for s in Severity}
         ).items():
             windows[Severity.parse(key)] = self._duration(value, f"{path}.throttle.windows.{key}")
-        group_by = tuple(self._strings(throttle.get("group_by", list(GROUP_BY_FIELDS)),
-                                       f"{path}.throttle.group_by"))
+        group_by = tuple(
+            self._strings(throttle.get("group_by", list(GROUP_BY_FIELDS)), f"{path}.throttle.group_by")
+        )
         escalation_data = self._mapping(root.get("escalation", {}), f"{path}.escalation", {"after", "within"})
         escalation = EscalationPolicy(
             after=self._int(escalation_data.get("after", 3), f"{path}.escalation.after", minimum=0),
@@ -187,12 +199,14 @@ class _PolicyParser:
                 escalation=escalation,
                 group_by=group_by,
                 channels=MappingProxyType(channels),
-                resolve_on_success=self._bool(root.get("resolve_on_success", True), f"{path}.resolve_on_success"),
+                resolve_on_success=self._bool(
+                    root.get("resolve_on_success", True), f"{path}.resolve_on_success"
+                ),
                 lease=self._duration(root.get("lease", 120), f"{path}.lease"),
             )
         except PolicyError as err:
             if err.path.startswith("policy.") and path != "policy":
-                raise PolicyError(path + err.path[len("policy"):], err.problem) from err
+                raise PolicyError(path + err.path[len("policy") :], err.problem) from err
             raise
 
     # --- sections -------------------------------------------------------------------------
@@ -201,8 +215,15 @@ class _PolicyParser:
         section = self._mapping(
             data,
             path,
-            {"default_severity", "include_default_rules", "retry", "impact_param", "downstream_threshold",
-             "business_hours", "rules"},
+            {
+                "default_severity",
+                "include_default_rules",
+                "retry",
+                "impact_param",
+                "downstream_threshold",
+                "business_hours",
+                "rules",
+            },
         )
         retry_raw = section.get("retry", "low")
         retry = None if retry_raw == "silent" else self._severity(retry_raw, f"{path}.retry", allow="silent")
@@ -210,15 +231,19 @@ class _PolicyParser:
         lower_by = 0
         if section.get("business_hours") is not None:
             hours_data = self._mapping(
-                section["business_hours"], f"{path}.business_hours",
+                section["business_hours"],
+                f"{path}.business_hours",
                 {"timezone", "days", "start", "end", "off_hours_lower_by"},
             )
             try:
                 hours = BusinessHours(
                     timezone=str(hours_data.get("timezone", "UTC")),
-                    days=tuple(self._int(d, f"{path}.business_hours.days[{i}]", minimum=1, maximum=7)
-                               for i, d in enumerate(self._list(hours_data.get("days", [1, 2, 3, 4, 5]),
-                                                                f"{path}.business_hours.days"))),
+                    days=tuple(
+                        self._int(d, f"{path}.business_hours.days[{i}]", minimum=1, maximum=7)
+                        for i, d in enumerate(
+                            self._list(hours_data.get("days", [1, 2, 3, 4, 5]), f"{path}.business_hours.days")
+                        )
+                    ),
                     start=self._time(hours_data.get("start", "09:00"), f"{path}.business_hours.start"),
                     end=self._time(hours_data.get("end", "18:00"), f"{path}.business_hours.end"),
                 )
@@ -226,22 +251,29 @@ class _PolicyParser:
                 if isinstance(err, PolicyError):
                     raise
                 raise PolicyError(f"{path}.business_hours.timezone", f"unknown time zone: {err}") from err
-            lower_by = self._int(hours_data.get("off_hours_lower_by", 1),
-                                 f"{path}.business_hours.off_hours_lower_by", minimum=0, maximum=3)
+            lower_by = self._int(
+                hours_data.get("off_hours_lower_by", 1),
+                f"{path}.business_hours.off_hours_lower_by",
+                minimum=0,
+                maximum=3,
+            )
         rules = tuple(
             self._rule(item, f"{path}.rules[{i}]")
             for i, item in enumerate(self._list(section.get("rules", []), f"{path}.rules"))
         )
         return SeverityClassifier(
             rules=rules,
-            include_default_rules=self._bool(section.get("include_default_rules", True),
-                                             f"{path}.include_default_rules"),
-            default_severity=self._severity(section.get("default_severity", "medium"),
-                                            f"{path}.default_severity"),
+            include_default_rules=self._bool(
+                section.get("include_default_rules", True), f"{path}.include_default_rules"
+            ),
+            default_severity=self._severity(
+                section.get("default_severity", "medium"), f"{path}.default_severity"
+            ),
             retry_severity=retry,
             impact_param=str(section.get("impact_param", "business_impact")),
-            downstream_threshold=self._int(section.get("downstream_threshold", 10),
-                                           f"{path}.downstream_threshold", minimum=0),
+            downstream_threshold=self._int(
+                section.get("downstream_threshold", 10), f"{path}.downstream_threshold", minimum=0
+            ),
             business_hours=hours,
             off_hours_lower_by=lower_by,
         )
@@ -293,16 +325,23 @@ class _PolicyParser:
     def _matcher(self, data: Any, path: str) -> AlertMatcher:
         lists = ("dag_ids", "task_ids", "tags", "owners", "exception_types", "message_patterns", "kinds")
         section = self._mapping(data, path, {*lists, "no_exception"})
-        values: dict[str, Any] = {k: tuple(self._strings(section[k], f"{path}.{k}")) for k in lists if k in section}
+        values: dict[str, Any] = {
+            k: tuple(self._strings(section[k], f"{path}.{k}")) for k in lists if k in section
+        }
         for i, pattern in enumerate(values.get("message_patterns", ())):
             try:
                 re.compile(pattern)
             except re.error as err:
-                raise PolicyError(f"{path}.message_patterns[{i}]", f"invalid regular expression: {err}") from err
+                raise PolicyError(
+                    f"{path}.message_patterns[{i}]", f"invalid regular expression: {err}"
+                ) from err
         valid_kinds = {k.value for k in AlertKind}
         for i, kind in enumerate(values.get("kinds", ())):
             if kind not in valid_kinds:
-                raise PolicyError(f"{path}.kinds[{i}]", f"unknown kind {kind!r}; expected one of: {', '.join(sorted(valid_kinds))}")
+                raise PolicyError(
+                    f"{path}.kinds[{i}]",
+                    f"unknown kind {kind!r}; expected one of: {', '.join(sorted(valid_kinds))}",
+                )
         if "no_exception" in section:
             values["no_exception"] = self._bool(section["no_exception"], f"{path}.no_exception")
         return AlertMatcher(**values)
@@ -336,7 +375,9 @@ class _PolicyParser:
         if allowed is not None:
             for key in data:
                 if key not in allowed:
-                    raise PolicyError(f"{path}.{key}", f"unknown field (expected one of: {', '.join(sorted(allowed))})")
+                    raise PolicyError(
+                        f"{path}.{key}", f"unknown field (expected one of: {', '.join(sorted(allowed))})"
+                    )
         return data
 
     @staticmethod
@@ -398,4 +439,3 @@ class _PolicyParser:
             return time.fromisoformat(str(data))
         except ValueError as err:
             raise PolicyError(path, f"must be a time like '09:00', got {data!r}") from err
-

@@ -90,7 +90,9 @@ def decide(
     if state is not None and state.claim_token is not None and window > timedelta(0):
         return Decision(False, DecisionReason.IN_FLIGHT, detail="another worker is sending this alert")
     carried = state.suppressed if state is not None else SuppressionSummary()
-    if escalated and (state is None or state.last_sent_severity is None or severity > state.last_sent_severity):
+    if escalated and (
+        state is None or state.last_sent_severity is None or severity > state.last_sent_severity
+    ):
         return Decision(True, DecisionReason.ESCALATED, carried)
     if window <= timedelta(0):
         return Decision(True, DecisionReason.NO_WINDOW, carried)

@@ -90,7 +90,9 @@ class AlertingHarness:
     servers: Servers
     clock: FrozenClock
 
-    def run(self, dag_id: str, conf: dict[str, Any] | None = None, *, advance: timedelta | None = None) -> Any:
+    def run(
+        self, dag_id: str, conf: dict[str, Any] | None = None, *, advance: timedelta | None = None
+    ) -> Any:
         """Run ``dag_id`` with ``dag.test()`` (in this process); move the clock first if asked."""
         if advance is not None:
             self.clock.advance(advance)

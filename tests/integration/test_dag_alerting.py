@@ -128,7 +128,9 @@ def test_shared_notifier_renders_each_tasks_own_title(alerting: Any) -> None:
     assert "first_task broke in scenario_shared_title" in titles[0]
     assert "second_task broke in scenario_shared_title" in titles[1]
     shared = alerting.dag("scenario_shared_title").get_task("first_task").on_failure_callback[0]
-    assert shared.title == "{{ ti.task_id }} broke in {{ dag.dag_id }}", "the shared instance was rendered in place"
+    assert shared.title == "{{ ti.task_id }} broke in {{ dag.dag_id }}", (
+        "the shared instance was rendered in place"
+    )
 
 
 def test_a_failing_channel_does_not_stop_the_others(alerting: Any) -> None:

@@ -73,7 +73,12 @@ class AlertNotifier(BaseNotifier):
         if len(args) == 1:
             context = args[0]
         else:  # the legacy SLA-miss signature, kept for parity with BaseNotifier
-            context = {"dag": args[0], "task_list": args[1], "blocking_task_list": args[2], "blocking_tis": args[3]}
+            context = {
+                "dag": args[0],
+                "task_list": args[1],
+                "blocking_task_list": args[2],
+                "blocking_tis": args[3],
+            }
         rendered = copy.copy(self)
         try:
             try:
@@ -113,7 +118,9 @@ def _load_policy(policy: AlertPolicy | Mapping[str, Any] | str | Path | None) ->
         return AlertPolicy.from_dict(policy)
     if isinstance(policy, str | Path):
         return AlertPolicy.from_yaml(policy)
-    raise PolicyError("policy", f"must be an AlertPolicy, a mapping or a YAML path, got {type(policy).__name__}")
+    raise PolicyError(
+        "policy", f"must be an AlertPolicy, a mapping or a YAML path, got {type(policy).__name__}"
+    )
 
 
 def _shared_manager(policy: AlertPolicy | None) -> AlertManager:
@@ -165,4 +172,3 @@ def _read_policy_variable(name: str) -> str | None:
         log.warning("could not read policy Variable %s: %s", name, err)
         return None
     return str(value) if value else None
-
