@@ -195,6 +195,13 @@ OPTIONS: Final[Mapping[str, OptionSpec]] = MappingProxyType(
             description="Maximum number of alert history entries kept (0 keeps none).",
             example="1000",
         ),
+        "maintenance_schedule": OptionSpec(
+            type="string",
+            default="*/5 * * * *",
+            description="Schedule of the alerting_maintenance DAG (redelivers the outbox of alerts that "
+            "could not be delivered), as a cron expression or preset.",
+            example="@hourly",
+        ),
     }
 )
 
@@ -348,6 +355,7 @@ class AlertingSettings:
     :param delivery_timeout_seconds: timeout of one delivery attempt, > 0.
     :param allowed_http_hosts: lower-case hosts that may be reached over plain http.
     :param history_limit: maximum alert history entries kept, >= 0.
+    :param maintenance_schedule: schedule of the ``alerting_maintenance`` DAG.
     """
 
     state_backend: str
@@ -367,6 +375,7 @@ class AlertingSettings:
     delivery_timeout_seconds: float
     allowed_http_hosts: tuple[str, ...]
     history_limit: int
+    maintenance_schedule: str
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> AlertingSettings:
@@ -406,6 +415,7 @@ class AlertingSettings:
             ),
             allowed_http_hosts=_hosts("allowed_http_hosts", raw["allowed_http_hosts"]),
             history_limit=_integer("history_limit", raw["history_limit"], minimum=0),
+            maintenance_schedule=_string("maintenance_schedule", raw["maintenance_schedule"]),
         )
         if settings.state_backend == "sql" and not settings.sql_conn_id:
             # Failing here names the missing option; failing later would be a vague

@@ -8,11 +8,13 @@ critical alert is an incident.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -36,9 +38,11 @@ from airflow_alerting.model import (
     HistoryEntry,
     Notification,
     Severity,
+    notification_from_json,
+    notification_to_json,
 )
-from airflow_alerting.policy import AlertPolicy
-from airflow_alerting.state.base import OpenIncident, StateStore, StateUnavailableError
+from airflow_alerting.policy import AlertPolicy, PolicyError
+from airflow_alerting.state.base import OpenIncident, OutboxItem, StateStore, StateUnavailableError
 
 if TYPE_CHECKING:
     from airflow_alerting.channels.base import Channel
@@ -48,6 +52,10 @@ log = logging.getLogger("airflow_alerting")
 
 #: the channel name recorded for alerts that no channel receives
 NO_CHANNEL = "-"
+
+
+#: how long an undeliverable notification stays in the outbox before it is given up (and logged)
+OUTBOX_MAX_AGE = timedelta(hours=24)
 
 
 def utcnow() -> datetime:
@@ -177,9 +185,7 @@ class AlertManager:
         try:
             # the manager's clock is the one authority on time (tests freeze it, stores compare with it)
             alert = replace(alert, occurred_at=self.clock())
-            if alert.kind.is_recovery:
-                return self._resolve(alert)
-            return self._notify(alert, severity)
+            outcome = self._resolve(alert) if alert.kind.is_recovery else self._notify(alert, severity)
         except Exception as err:  # the last line of defence: an alerting bug must not fail the task
             log.exception("alerting pipeline failed for %s", alert.source)
             metrics.incr("errors")
@@ -187,6 +193,79 @@ class AlertManager:
                 severity or Severity.HIGH, (f"pipeline error: {type(err).__name__}",)
             )
             return AlertOutcome(alert, classification, "", ())
+        # every callback also sweeps the outbox, so an outage heals at the next alert
+        self.redeliver_outbox()
+        return outcome
+
+    def redeliver_outbox(self, limit: int = 20) -> list[ChannelOutcome]:
+        """Try again to deliver notifications that failed earlier.  Never raises.
+
+        Called after every alert and by the ``alerting_maintenance`` DAG.  Items keep backing
+        off (2, 4, 8 ... 60 min) until delivered or older than :data:`OUTBOX_MAX_AGE`.
+
+        :param limit: items to take in one sweep
+        """
+        now = self.clock()
+        try:
+            items = self.store.outbox_claim(now=now, limit=limit, lease=self.policy.lease)
+        except StateUnavailableError as err:
+            log.warning("cannot read the alert outbox: %s", err)
+            return []
+        except Exception:  # a sweep is housekeeping: it must never cost the alert that triggered it
+            log.exception("outbox sweep failed")
+            return []
+        if not items:
+            return []
+        notifications = []
+        for item in items:
+            original = notification_from_json(item.notification)
+            detail = f"first failed {item.created_at:%Y-%m-%d %H:%M} UTC; attempt {item.attempts + 1}"
+            notifications.append(
+                replace(
+                    original,
+                    decision=replace(original.decision, reason=DecisionReason.REDELIVERED, detail=detail),
+                )
+            )
+        results = self._deliver_all(notifications)
+        outcomes = []
+        for item, notification, result in zip(items, notifications, results, strict=True):
+            outcome = ChannelOutcome(notification.channel, notification.decision, result)
+            outcomes.append(outcome)
+            try:
+                self._after_redelivery(item, notification, result, now)
+            except StateUnavailableError as err:
+                log.warning("could not update the alert outbox: %s", err)
+            self._record([self._history_entry(now, notification, outcome)])
+        return outcomes
+
+    def _after_redelivery(
+        self, item: OutboxItem, notification: Notification, result: DeliveryResult, now: datetime
+    ) -> None:
+        if result.ok:
+            self.store.outbox_remove(item.id)
+            self._settle(notification, None, result, now)
+            metrics.incr("outbox", "redelivered")
+        elif now - item.created_at > OUTBOX_MAX_AGE:
+            self.store.outbox_remove(item.id)
+            metrics.incr("outbox", "expired")
+            log.error(
+                "giving up on alert %s to %s after %d attempts over %s: %s",
+                notification.alert.source,
+                notification.channel,
+                item.attempts + result.attempts,
+                _human(now - item.created_at),
+                result.detail,
+            )
+        else:
+            backoff = timedelta(minutes=min(60, 2 ** min(item.attempts, 6)))
+            self.store.outbox_update(
+                replace(
+                    item,
+                    attempts=item.attempts + result.attempts,
+                    next_attempt_at=now + backoff,
+                    last_error=result.detail,
+                )
+            )
 
     def send_alert(
         self,
@@ -317,10 +396,71 @@ class AlertManager:
         outcomes = list(held)
         for (notification, token), result in zip(to_send, delivered, strict=True):
             self._settle(notification, token, result, now)
+            if not result.ok:
+                self._to_outbox(notification, result, now)
             outcomes.append(ChannelOutcome(notification.channel, notification.decision, result))
+        outcomes.extend(self._fallback(alert, severity, to_send, delivered, routing.channels))
         order = {name: i for i, name in enumerate(routing.channels)}
         outcomes.sort(key=lambda o: order.get(o.channel, len(order)))
         return self._finish(alert, classification, fp, escalation, outcomes, None)
+
+    def _to_outbox(self, notification: Notification, result: DeliveryResult, now: datetime) -> None:
+        """Keep a notification that failed after its retries, so a later sweep can redeliver it."""
+        if not result.retryable:
+            return  # a 4xx or a bad configuration will not heal by itself: recorded as failed instead
+        item = OutboxItem(
+            id=uuid.uuid4().hex,
+            channel=notification.channel,
+            notification=notification_to_json(notification),
+            created_at=now,
+            next_attempt_at=now + timedelta(minutes=1),
+            attempts=result.attempts,
+            last_error=result.detail,
+        )
+        try:
+            self.store.outbox_add(item)
+            metrics.incr("outbox", "added")
+        except StateUnavailableError as err:
+            log.error(
+                "alert %s to %s lost: not delivered and the outbox is unavailable (%s)",
+                notification.alert.source,
+                notification.channel,
+                err,
+            )
+            metrics.incr("outbox", "lost")
+
+    def _fallback(
+        self,
+        alert: Alert,
+        severity: Severity,
+        sent: Sequence[tuple[Notification, str | None]],
+        results: Sequence[DeliveryResult],
+        routed: Sequence[str],
+    ) -> list[ChannelOutcome]:
+        """Deliver a critical alert to the fallback channel when one of its channels failed."""
+        fallback = self.policy.fallback_channel
+        failed = [n.channel for (n, _), r in zip(sent, results, strict=True) if not r.ok]
+        delivered = {n.channel for (n, _), r in zip(sent, results, strict=True) if r.ok}
+        if fallback is None or severity is not Severity.CRITICAL or not failed or fallback in delivered:
+            return []
+        if fallback in failed and len(failed) == 1:
+            return []  # the fallback itself was the only failure
+        template = sent[0][0]
+        notification = replace(
+            template,
+            channel=fallback,
+            decision=Decision(
+                True,
+                DecisionReason.FALLBACK,
+                template.decision.suppressed,
+                detail=f"{', '.join(failed)} failed",
+            ),
+        )
+        result = self._deliver_all([notification])[0]
+        self._settle(notification, None, result, self.clock())
+        if not result.ok:
+            self._to_outbox(notification, result, self.clock())
+        return [ChannelOutcome(fallback, notification.decision, result)]
 
     def _escalation(self, classification: Classification, count: int) -> Escalation | None:
         rule = self.policy.escalation
@@ -519,43 +659,55 @@ class AlertManager:
         why = "; ".join((*classification.reasons, *([escalation.describe()] if escalation else [])))
         entries = []
         for item in outcome.channels:
-            sent = item.decision.send
-            delivered = item.delivery.ok if item.delivery is not None else None
-            if delivered is True:
-                metrics.incr("sent", item.channel)
-            elif delivered is False:
-                metrics.incr("failed", item.channel)
-            else:
-                metrics.incr("suppressed", item.decision.reason.value)
-            entries.append(
-                HistoryEntry(
-                    at=now,
-                    fingerprint=fp,
-                    source=alert.source,
-                    kind=alert.kind.value,
-                    severity=outcome.severity.label,
-                    channel=item.channel,
-                    reason=item.decision.reason.value,
-                    sent=sent,
-                    delivered=delivered,
-                    detail=(item.delivery.detail if item.delivery else item.decision.detail)[:300],
-                    run_id=alert.run_id,
-                    why=why[:1000],
-                )
+            entry = HistoryEntry(
+                at=now,
+                fingerprint=fp,
+                source=alert.source,
+                kind=alert.kind.value,
+                severity=outcome.severity.label,
+                channel=item.channel,
+                reason=item.decision.reason.value,
+                sent=item.decision.send,
+                delivered=item.delivery.ok if item.delivery is not None else None,
+                detail=(item.delivery.detail if item.delivery else item.decision.detail)[:300],
+                run_id=alert.run_id,
+                why=why[:1000],
             )
-            if delivered is False:
-                log.error(
-                    "alert %s to %s not delivered after %d attempt(s): %s",
-                    alert.source,
-                    item.channel,
-                    item.delivery.attempts if item.delivery else 0,
-                    item.delivery.detail if item.delivery else "",
-                )
+            entries.append(entry)
+        self._record(entries)
+        return outcome
+
+    def _history_entry(self, now: datetime, notification: Notification, item: ChannelOutcome) -> HistoryEntry:
+        alert = notification.alert
+        return HistoryEntry(
+            at=now,
+            fingerprint=notification.fingerprint,
+            source=alert.source,
+            kind=alert.kind.value,
+            severity=notification.severity.label,
+            channel=item.channel,
+            reason=item.decision.reason.value,
+            sent=item.decision.send,
+            delivered=item.delivery.ok if item.delivery is not None else None,
+            detail=(item.delivery.detail if item.delivery else item.decision.detail)[:300],
+            run_id=alert.run_id,
+            why="; ".join(notification.classification.reasons)[:1000],
+        )
+
+    def _record(self, entries: Sequence[HistoryEntry]) -> None:
+        """Count every decision in metrics, log failed deliveries and append them to the history."""
+        for entry in entries:
+            if entry.delivered is True:
+                metrics.incr("sent", entry.channel)
+            elif entry.delivered is False:
+                metrics.incr("failed", entry.channel)
+                log.error("alert %s to %s not delivered: %s", entry.source, entry.channel, entry.detail)
+            else:
+                metrics.incr("suppressed", entry.reason)
         try:
             self.store.append_history(entries)
         except StateUnavailableError as err:
             log.warning("could not record alert history: %s", err)
-        return outcome
 
     def _log_classification(
         self,
@@ -599,3 +751,59 @@ def _human(delta: timedelta) -> str:
     if seconds < 7200:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+_MANAGERS: dict[str, AlertManager] = {}
+_MANAGERS_LOCK = threading.Lock()
+
+
+def shared_manager(policy: AlertPolicy | None = None) -> AlertManager:
+    """The process-wide manager for ``policy`` (or the configured policy), built on first use.
+
+    One manager per policy per process, so channels, connections and the fail-open cap are
+    reused by every callback.  With no policy: ``[alerting] policy_variable`` (read now, so
+    operators can change it without redeploying), then ``[alerting] policy_file``, then the defaults.
+
+    :param policy: an explicit policy, or ``None`` for the configured one
+    """
+    from airflow_alerting.config import load_settings
+
+    settings = load_settings()
+    if policy is None:
+        policy, key = _configured_policy(settings)
+    else:
+        key = f"object:{id(policy)}"
+    with _MANAGERS_LOCK:
+        manager = _MANAGERS.get(key)
+        if manager is None:
+            manager = AlertManager(policy, settings=settings)
+            _MANAGERS[key] = manager
+        return manager
+
+
+def _configured_policy(settings: AlertingSettings) -> tuple[AlertPolicy, str]:
+    """The configured policy and a cache key that changes when the policy text does.
+
+    A Variable policy that does not validate is logged and skipped: alerts keep flowing under
+    the next policy rather than being lost to an operator's typo.
+    """
+    if settings.policy_variable:
+        from airflow_alerting.state.variables import read_variable
+
+        try:
+            text = read_variable(settings.policy_variable)
+        except StateUnavailableError as err:
+            log.warning("could not read policy Variable %s: %s", settings.policy_variable, err)
+            text = None
+        if text:
+            key = "variable:" + hashlib.sha256(text.encode()).hexdigest()
+            with _MANAGERS_LOCK:
+                if key in _MANAGERS:
+                    return _MANAGERS[key].policy, key
+            try:
+                return AlertPolicy.from_yaml(text if "\n" in text else text + "\n"), key
+            except PolicyError as err:
+                log.error("policy in Variable %s is invalid, ignoring it: %s", settings.policy_variable, err)
+    if settings.policy_file:
+        return AlertPolicy.from_yaml(settings.policy_file), f"file:{settings.policy_file}"
+    return AlertPolicy(), "default"

@@ -163,6 +163,10 @@ class DecisionReason(str, enum.Enum):
     NOTHING_TO_RESOLVE = "nothing_to_resolve"
     STATE_UNAVAILABLE = "state_unavailable"
     STATE_UNAVAILABLE_CAPPED = "state_unavailable_capped"
+    #: delivered to the policy's fallback channel because a channel failed for a critical alert
+    FALLBACK = "fallback"
+    #: delivered later from the outbox after failing at alert time
+    REDELIVERED = "redelivered"
 
 
 SENDING_REASONS = frozenset(
@@ -353,3 +357,153 @@ class HistoryEntry:
             run_id=data.get("run_id"),
             why=str(data.get("why", "")),
         )
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 text for a datetime, ``None`` for ``None``."""
+    return value.isoformat() if value is not None else None
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """Inverse of :func:`iso`; anything but a non-empty string reads as ``None``."""
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+def suppression_to_json(summary: SuppressionSummary) -> dict[str, Any]:
+    """Serialise a suppression summary for the state stores."""
+    return {
+        "count": summary.count,
+        "since": iso(summary.since),
+        "until": iso(summary.until),
+        "sources": list(summary.sources),
+    }
+
+
+def suppression_from_json(data: Any) -> SuppressionSummary:
+    """Inverse of :func:`suppression_to_json`; anything malformed reads as "nothing suppressed"."""
+    if not isinstance(data, Mapping):
+        return SuppressionSummary()
+    return SuppressionSummary(
+        count=int(data.get("count", 0)),
+        since=parse_datetime(data.get("since")),
+        until=parse_datetime(data.get("until")),
+        sources=tuple(str(s) for s in data.get("sources", ())),
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
+
+def notification_to_json(n: Notification) -> dict[str, Any]:
+    """Serialise a notification (for the outbox); params that are not JSON-safe become strings."""
+    a = n.alert
+    return {
+        "alert": {
+            "dag_id": a.dag_id,
+            "kind": a.kind.value,
+            "task_id": a.task_id,
+            "run_id": a.run_id,
+            "map_index": a.map_index,
+            "try_number": a.try_number,
+            "max_tries": a.max_tries,
+            "exception_type": a.exception_type,
+            "exception_mro": list(a.exception_mro),
+            "message": a.message,
+            "owner": a.owner,
+            "tags": sorted(a.tags),
+            "params": {str(k): _json_safe(v) for k, v in a.params.items()},
+            "downstream_count": a.downstream_count,
+            "logical_date": iso(a.logical_date),
+            "occurred_at": iso(a.occurred_at),
+            "hostname": a.hostname,
+            "log_url": a.log_url,
+            "detected_by": a.detected_by,
+            "emails": list(a.emails),
+            "title": a.title,
+        },
+        "classification": {
+            "severity": n.classification.severity.label,
+            "reasons": list(n.classification.reasons),
+            "silent": n.classification.silent,
+            "rules": list(n.classification.rules),
+        },
+        "fingerprint": n.fingerprint,
+        "channel": n.channel,
+        "decision": {
+            "send": n.decision.send,
+            "reason": n.decision.reason.value,
+            "suppressed": suppression_to_json(n.decision.suppressed),
+            "detail": n.decision.detail,
+        },
+        "escalation": None
+        if n.escalation is None
+        else {
+            "from": n.escalation.from_severity.label,
+            "to": n.escalation.to_severity.label,
+            "occurrences": n.escalation.occurrences,
+            "window_seconds": n.escalation.window.total_seconds(),
+        },
+        "airflow_url": n.airflow_url,
+        "resolved": n.resolved,
+        "opened_at": iso(n.opened_at),
+    }
+
+
+def notification_from_json(data: Mapping[str, Any]) -> Notification:
+    """Inverse of :func:`notification_to_json`."""
+    a = data["alert"]
+    alert = Alert(
+        dag_id=str(a["dag_id"]),
+        kind=AlertKind(a["kind"]),
+        task_id=a.get("task_id"),
+        run_id=a.get("run_id"),
+        map_index=int(a.get("map_index", -1)),
+        try_number=int(a.get("try_number", 1)),
+        max_tries=int(a.get("max_tries", 0)),
+        exception_type=a.get("exception_type"),
+        exception_mro=tuple(a.get("exception_mro", ())),
+        message=str(a.get("message", "")),
+        owner=a.get("owner"),
+        tags=frozenset(a.get("tags", ())),
+        params=MappingProxyType(dict(a.get("params", {}))),
+        downstream_count=int(a.get("downstream_count", 0)),
+        logical_date=parse_datetime(a.get("logical_date")),
+        occurred_at=parse_datetime(a.get("occurred_at")),
+        hostname=a.get("hostname"),
+        log_url=a.get("log_url"),
+        detected_by=str(a.get("detected_by", "worker")),
+        emails=tuple(a.get("emails", ())),
+        title=str(a.get("title", "")),
+    )
+    c = data["classification"]
+    d = data["decision"]
+    e = data.get("escalation")
+    return Notification(
+        alert=alert,
+        classification=Classification(
+            Severity.parse(c["severity"]),
+            tuple(c.get("reasons", ())),
+            bool(c.get("silent")),
+            tuple(c.get("rules", ())),
+        ),
+        fingerprint=str(data["fingerprint"]),
+        channel=str(data["channel"]),
+        decision=Decision(
+            bool(d["send"]),
+            DecisionReason(d["reason"]),
+            suppression_from_json(d.get("suppressed")),
+            str(d.get("detail", "")),
+        ),
+        escalation=None
+        if not e
+        else Escalation(
+            Severity.parse(e["from"]),
+            Severity.parse(e["to"]),
+            int(e["occurrences"]),
+            timedelta(seconds=float(e["window_seconds"])),
+        ),
+        airflow_url=data.get("airflow_url"),
+        resolved=bool(data.get("resolved")),
+        opened_at=parse_datetime(data.get("opened_at")),
+    )

@@ -90,6 +90,8 @@ class AlertPolicy:
     :param channels: declared channel instances beyond the built-in ``slack``, ``email``, ``pagerduty``
     :param resolve_on_success: send "resolved" notifications when a failed task later succeeds
     :param lease: how long a claimed send blocks others before it is considered crashed
+    :param fallback_channel: channel that receives a critical alert when one of its channels fails
+        (e.g. ``email`` when Slack is down); ``None`` disables
     """
 
     classifier: SeverityClassifier = field(default_factory=SeverityClassifier)
@@ -100,6 +102,7 @@ class AlertPolicy:
     channels: Mapping[str, ChannelSpec] = field(default_factory=lambda: MappingProxyType({}))
     resolve_on_success: bool = True
     lease: timedelta = timedelta(minutes=2)
+    fallback_channel: str | None = None
 
     def __post_init__(self) -> None:
         for severity in Severity:
@@ -108,7 +111,8 @@ class AlertPolicy:
                 raise PolicyError(f"policy.throttle.windows.{severity.label}", "missing")
             if window < timedelta(0):
                 raise PolicyError(f"policy.throttle.windows.{severity.label}", "must not be negative")
-        unknown = self.router.channel_names() - set(self.channels) - set(BUILTIN_CHANNELS)
+        routed = self.router.channel_names() | ({self.fallback_channel} if self.fallback_channel else set())
+        unknown = routed - set(self.channels) - set(BUILTIN_CHANNELS)
         if unknown:
             raise PolicyError(
                 "policy.routing", f"routes to undeclared channel(s): {', '.join(sorted(unknown))}"
@@ -174,6 +178,7 @@ class _PolicyParser:
                 "channels",
                 "resolve_on_success",
                 "lease",
+                "fallback_channel",
             },
         )
         channels = self._channels(root.get("channels", {}), f"{path}.channels")
@@ -203,6 +208,11 @@ class _PolicyParser:
                     root.get("resolve_on_success", True), f"{path}.resolve_on_success"
                 ),
                 lease=self._duration(root.get("lease", 120), f"{path}.lease"),
+                fallback_channel=(
+                    self._strings(root["fallback_channel"], f"{path}.fallback_channel")[0]
+                    if root.get("fallback_channel")
+                    else None
+                ),
             )
         except PolicyError as err:
             if err.path.startswith("policy.") and path != "policy":

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow_alerting.model import Decision, DecisionReason, Severity, SuppressionSummary
+from airflow_alerting.model import (
+    Decision,
+    DecisionReason,
+    Severity,
+    SuppressionSummary,
+    iso,
+    parse_datetime,
+    suppression_from_json,
+    suppression_to_json,
+)
 
 #: distinct suppressed sources remembered per channel; a storm names a few and counts the rest
 MAX_SOURCES = 10
@@ -45,27 +54,27 @@ class ChannelState:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "last_sent_at": _iso(self.last_sent_at),
-            "last_sent_severity": _sev(self.last_sent_severity),
-            "suppressed": _summary_json(self.suppressed),
+            "last_sent_at": iso(self.last_sent_at),
+            "last_sent_severity": _label(self.last_sent_severity),
+            "suppressed": suppression_to_json(self.suppressed),
             "claim_token": self.claim_token,
-            "claim_expires_at": _iso(self.claim_expires_at),
-            "previous_sent_at": _iso(self.previous_sent_at),
-            "previous_sent_severity": _sev(self.previous_sent_severity),
-            "previous_suppressed": _summary_json(self.previous_suppressed),
+            "claim_expires_at": iso(self.claim_expires_at),
+            "previous_sent_at": iso(self.previous_sent_at),
+            "previous_sent_severity": _label(self.previous_sent_severity),
+            "previous_suppressed": suppression_to_json(self.previous_suppressed),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ChannelState:
         return cls(
-            last_sent_at=_dt(data.get("last_sent_at")),
-            last_sent_severity=_parse_sev(data.get("last_sent_severity")),
-            suppressed=_summary_from_json(data.get("suppressed")),
+            last_sent_at=parse_datetime(data.get("last_sent_at")),
+            last_sent_severity=_severity(data.get("last_sent_severity")),
+            suppressed=suppression_from_json(data.get("suppressed")),
             claim_token=data.get("claim_token"),
-            claim_expires_at=_dt(data.get("claim_expires_at")),
-            previous_sent_at=_dt(data.get("previous_sent_at")),
-            previous_sent_severity=_parse_sev(data.get("previous_sent_severity")),
-            previous_suppressed=_summary_from_json(data.get("previous_suppressed")),
+            claim_expires_at=parse_datetime(data.get("claim_expires_at")),
+            previous_sent_at=parse_datetime(data.get("previous_sent_at")),
+            previous_sent_severity=_severity(data.get("previous_sent_severity")),
+            previous_suppressed=suppression_from_json(data.get("previous_suppressed")),
         )
 
 
@@ -187,37 +196,9 @@ def _rolled_back(state: ChannelState) -> ChannelState:
     )
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _dt(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
-
-
-def _sev(value: Severity | None) -> str | None:
+def _label(value: Severity | None) -> str | None:
     return value.label if value is not None else None
 
 
-def _parse_sev(value: Any) -> Severity | None:
+def _severity(value: Any) -> Severity | None:
     return Severity.parse(value) if value else None
-
-
-def _summary_json(summary: SuppressionSummary) -> dict[str, Any]:
-    return {
-        "count": summary.count,
-        "since": _iso(summary.since),
-        "until": _iso(summary.until),
-        "sources": list(summary.sources),
-    }
-
-
-def _summary_from_json(data: Any) -> SuppressionSummary:
-    if not isinstance(data, dict):
-        return SuppressionSummary()
-    return SuppressionSummary(
-        count=int(data.get("count", 0)),
-        since=_dt(data.get("since")),
-        until=_dt(data.get("until")),
-        sources=tuple(str(s) for s in data.get("sources", ())),
-    )

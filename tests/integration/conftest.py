@@ -136,12 +136,11 @@ def alerting(
 ) -> Iterator[AlertingHarness]:
     """A clean slate per test: empty servers, no alerting state, a frozen clock for every manager."""
     from airflow_alerting import manager as manager_module
-    from airflow_alerting.notifications import alert as notifier_module
 
     protocol_servers.clear()
     forget_alerting_variables()
-    notifier_module._MANAGERS.clear()
+    manager_module._MANAGERS.clear()
     clock = FrozenClock()
     monkeypatch.setattr(manager_module, "utcnow", clock)
     yield AlertingHarness(protocol_servers, clock)
-    notifier_module._MANAGERS.clear()
+    manager_module._MANAGERS.clear()

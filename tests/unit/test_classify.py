@@ -104,9 +104,7 @@ DEFAULT_TABLE = [
     ("exc", "message", "expected", "rule"),
     [pytest.param(*row[1:], id=row[0]) for row in DEFAULT_TABLE],
 )
-def test_default_rules(
-    exc: type[BaseException] | str, message: str, expected: Severity, rule: str
-) -> None:
+def test_default_rules(exc: type[BaseException] | str, message: str, expected: Severity, rule: str) -> None:
     result = classify(make_alert(exc, message))
 
     assert result.severity is expected
@@ -255,13 +253,29 @@ def test_final_try_is_not_silenced_by_retry_policy() -> None:
     ("tags", "params", "base_exc", "expected", "why"),
     [
         pytest.param({"tier:1"}, {}, ValueError, Severity.CRITICAL, "tier:1", id="tier1_raises_medium"),
-        pytest.param({"Critical"}, {}, PermissionError, Severity.CRITICAL, "critical", id="critical_tag_case"),
+        pytest.param(
+            {"Critical"}, {}, PermissionError, Severity.CRITICAL, "critical", id="critical_tag_case"
+        ),
         pytest.param({"tier:2"}, {}, ValueError, Severity.HIGH, "tier:2", id="tier2_raises_medium"),
-        pytest.param(set(), {"business_impact": "critical"}, ValueError, Severity.CRITICAL, "business_impact",
-                     id="param_critical"),
-        pytest.param(set(), {"business_impact": " HIGH "}, AssertionError, Severity.HIGH, "business_impact",
-                     id="param_high_normalised"),
-        pytest.param({"tier:1", "tier:2"}, {}, ValueError, Severity.CRITICAL, "tier:1", id="highest_floor_wins"),
+        pytest.param(
+            set(),
+            {"business_impact": "critical"},
+            ValueError,
+            Severity.CRITICAL,
+            "business_impact",
+            id="param_critical",
+        ),
+        pytest.param(
+            set(),
+            {"business_impact": " HIGH "},
+            AssertionError,
+            Severity.HIGH,
+            "business_impact",
+            id="param_high_normalised",
+        ),
+        pytest.param(
+            {"tier:1", "tier:2"}, {}, ValueError, Severity.CRITICAL, "tier:1", id="highest_floor_wins"
+        ),
     ],
 )
 def test_business_impact_sets_a_floor(
@@ -279,7 +293,9 @@ def test_business_impact_sets_a_floor(
 @pytest.mark.parametrize(
     ("tags", "exc", "message", "expected"),
     [
-        pytest.param({"tier:2"}, OSError, "No space left on device", Severity.CRITICAL, id="floor_never_lowers"),
+        pytest.param(
+            {"tier:2"}, OSError, "No space left on device", Severity.CRITICAL, id="floor_never_lowers"
+        ),
         pytest.param({"tier:2"}, PermissionError, "denied", Severity.HIGH, id="already_at_floor"),
         pytest.param({"team:ml", "nightly"}, ValueError, "x", Severity.MEDIUM, id="other_tags_no_effect"),
     ],
@@ -398,9 +414,13 @@ FINANCE_WAREHOUSE = Rule(
 @pytest.mark.parametrize(
     ("dag_id", "exc", "expected", "rule"),
     [
-        pytest.param("finance_daily", WarehouseDenied, Severity.CRITICAL, "finance_warehouse", id="user_rule_wins"),
+        pytest.param(
+            "finance_daily", WarehouseDenied, Severity.CRITICAL, "finance_warehouse", id="user_rule_wins"
+        ),
         pytest.param("marketing", WarehouseDenied, Severity.HIGH, "permission", id="default_elsewhere"),
-        pytest.param("finance_daily", KeyError, Severity.HIGH, "code_error", id="user_rule_needs_all_criteria"),
+        pytest.param(
+            "finance_daily", KeyError, Severity.HIGH, "code_error", id="user_rule_needs_all_criteria"
+        ),
     ],
 )
 def test_user_rules_take_precedence_over_defaults(
@@ -414,8 +434,12 @@ def test_user_rules_take_precedence_over_defaults(
 
 
 def test_user_rule_can_lower_a_default_and_description_is_shown() -> None:
-    quiet = Rule("known_flaky", AlertMatcher(message_patterns=(r"Connection reset",)), severity=Severity.LOW,
-                 description="vendor API resets nightly")
+    quiet = Rule(
+        "known_flaky",
+        AlertMatcher(message_patterns=(r"Connection reset",)),
+        severity=Severity.LOW,
+        description="vendor API resets nightly",
+    )
     alert = make_alert(RuntimeError, "Connection reset by peer")
 
     result = classify(alert, rules=(quiet,))
@@ -525,14 +549,30 @@ def _ti(**overrides: Any) -> SimpleNamespace:
     ("exception", "context", "expected"),
     [
         pytest.param(WarehouseDenied("no"), {"ti": _ti()}, Severity.HIGH, id="subclass_with_ti"),
-        pytest.param(ValueError("x"), {"ti": _ti(), "dag": SimpleNamespace(dag_id="etl", tags=["tier:1"])},
-                     Severity.CRITICAL, id="dag_tags_from_context"),
-        pytest.param(ValueError("x"), {"ti": _ti(), "params": {"business_impact": "high"}}, Severity.HIGH,
-                     id="params_from_context"),
-        pytest.param(PermissionError("no"), {"ti": _ti(try_number=1, max_tries=2)}, Severity.LOW,
-                     id="retries_left_in_context"),
-        pytest.param(ValueError("x"), {"ti": _ti(), "exception": PermissionError("old")}, Severity.MEDIUM,
-                     id="argument_replaces_context_exception"),
+        pytest.param(
+            ValueError("x"),
+            {"ti": _ti(), "dag": SimpleNamespace(dag_id="etl", tags=["tier:1"])},
+            Severity.CRITICAL,
+            id="dag_tags_from_context",
+        ),
+        pytest.param(
+            ValueError("x"),
+            {"ti": _ti(), "params": {"business_impact": "high"}},
+            Severity.HIGH,
+            id="params_from_context",
+        ),
+        pytest.param(
+            PermissionError("no"),
+            {"ti": _ti(try_number=1, max_tries=2)},
+            Severity.LOW,
+            id="retries_left_in_context",
+        ),
+        pytest.param(
+            ValueError("x"),
+            {"ti": _ti(), "exception": PermissionError("old")},
+            Severity.MEDIUM,
+            id="argument_replaces_context_exception",
+        ),
         pytest.param(None, {"ti": _ti()}, Severity.HIGH, id="none_is_scheduler_detected"),
     ],
 )
@@ -546,19 +586,35 @@ _NO_TASK_BUG = (
     "BUG: classify_error_severity() without a task instance in the context builds the alert via "
     "alert_from_context({'exception': exc}); with no ti there is no task_id, so _infer_kind returns "
     "DAG_FAILURE and _describe_exception drops the exception: every exception classifies as a DAG "
-    "failure (medium), e.g. PermissionError -> MEDIUM instead of HIGH, disk full -> MEDIUM instead of CRITICAL"
+    "failure (medium), e.g. PermissionError -> MEDIUM instead of HIGH, disk full -> MEDIUM instead "
+    "of CRITICAL"
 )
 
 
 @pytest.mark.parametrize(
     ("exception", "context", "expected"),
     [
-        pytest.param(PermissionError("denied"), None, Severity.HIGH, id="no_context",
-                     marks=pytest.mark.xfail(strict=True, reason=_NO_TASK_BUG)),
-        pytest.param(PermissionError("denied"), {}, Severity.HIGH, id="empty_context",
-                     marks=pytest.mark.xfail(strict=True, reason=_NO_TASK_BUG)),
-        pytest.param(OSError(28, "No space left on device"), {"params": {}}, Severity.CRITICAL,
-                     id="context_without_ti", marks=pytest.mark.xfail(strict=True, reason=_NO_TASK_BUG)),
+        pytest.param(
+            PermissionError("denied"),
+            None,
+            Severity.HIGH,
+            id="no_context",
+            marks=pytest.mark.xfail(strict=True, reason=_NO_TASK_BUG),
+        ),
+        pytest.param(
+            PermissionError("denied"),
+            {},
+            Severity.HIGH,
+            id="empty_context",
+            marks=pytest.mark.xfail(strict=True, reason=_NO_TASK_BUG),
+        ),
+        pytest.param(
+            OSError(28, "No space left on device"),
+            {"params": {}},
+            Severity.CRITICAL,
+            id="context_without_ti",
+            marks=pytest.mark.xfail(strict=True, reason=_NO_TASK_BUG),
+        ),
     ],
 )
 def test_classify_error_severity_without_a_task_instance(

@@ -68,6 +68,7 @@ def test_defaults() -> None:
         delivery_timeout_seconds=10.0,
         allowed_http_hosts=("127.0.0.1", "localhost", "::1"),
         history_limit=500,
+        maintenance_schedule="*/5 * * * *",
     )
 
 

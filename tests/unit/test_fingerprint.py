@@ -56,7 +56,11 @@ SAME_PROBLEM = [
         "could not connect to postgresql://etl:s3cret@db-1.internal:5432/warehouse",
         "could not connect to postgresql://etl:hunter2@db-2.internal:5432/warehouse",
     ),
-    ("http_urls", "GET https://api.example.com/v1/items?page=3 failed", "GET https://api.example.com/v1/x failed"),
+    (
+        "http_urls",
+        "GET https://api.example.com/v1/items?page=3 failed",
+        "GET https://api.example.com/v1/x failed",
+    ),
     ("emails", "mailbox alice@example.com is full", "mailbox bob.smith+etl@corp.example.org is full"),
     ("whitespace", "upstream   returned\tnothing", "upstream returned nothing"),
     ("only_first_line", "boom\n  File a.py, line 3", "boom\n  File b.py, line 99"),
@@ -174,8 +178,12 @@ def test_group_by_order_does_not_matter() -> None:
 
 @pytest.mark.parametrize("dropped", GROUP_BY_FIELDS)
 def test_each_group_by_field_takes_part(dropped: str) -> None:
-    changes = {"dag_id": {"dag_id": "other"}, "task_id": {"task_id": "other"},
-               "exception": {"exception_type": "KeyError"}, "message": {"message": "other text"}}[dropped]
+    changes = {
+        "dag_id": {"dag_id": "other"},
+        "task_id": {"task_id": "other"},
+        "exception": {"exception_type": "KeyError"},
+        "message": {"message": "other text"},
+    }[dropped]
     a = make_alert("boom")
     b = dataclasses.replace(a, **changes)
     without = tuple(f for f in GROUP_BY_FIELDS if f != dropped)

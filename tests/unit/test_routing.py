@@ -42,25 +42,57 @@ FINANCE = Route(
     MappingProxyType({Severity.CRITICAL: ("pagerduty-finance",), Severity.HIGH: ("slack-finance",)}),
 )
 ML = Route("ml", AlertMatcher(tags=("team:ml",)), MappingProxyType({Severity.HIGH: ("slack-ml",)}))
-PLATFORM = Route("platform", AlertMatcher(owners=("data-platform",)), MappingProxyType({Severity.MEDIUM: ("email",)}))
+PLATFORM = Route(
+    "platform", AlertMatcher(owners=("data-platform",)), MappingProxyType({Severity.MEDIUM: ("email",)})
+)
 ROUTER = SeverityRouter(routes=(FINANCE, ML, PLATFORM))
 
 
 @pytest.mark.parametrize(
     ("alert", "severity", "channels", "reason_parts"),
     [
-        pytest.param(make_alert(dag_id="finance_close"), Severity.HIGH, ("slack-finance",),
-                     ("route finance", "dag finance_close"), id="dag_glob"),
-        pytest.param(make_alert(dag_id="finance_close"), Severity.CRITICAL, ("pagerduty-finance",),
-                     ("route finance",), id="dag_glob_critical"),
-        pytest.param(make_alert(tags=frozenset({"Team:ML", "nightly"})), Severity.HIGH, ("slack-ml",),
-                     ("route ml", "tag"), id="tag_case_insensitive"),
-        pytest.param(make_alert(owner="Data-Platform"), Severity.MEDIUM, ("email",),
-                     ("route platform", "owner Data-Platform"), id="owner_case_insensitive"),
-        pytest.param(make_alert(dag_id="finance"), Severity.HIGH, ("email", "slack"),
-                     ("default matrix for high",), id="glob_needs_suffix_match"),
-        pytest.param(make_alert(dag_id="marketing", tags=frozenset({"team:data"})), Severity.HIGH,
-                     ("email", "slack"), ("default matrix",), id="no_route_matches"),
+        pytest.param(
+            make_alert(dag_id="finance_close"),
+            Severity.HIGH,
+            ("slack-finance",),
+            ("route finance", "dag finance_close"),
+            id="dag_glob",
+        ),
+        pytest.param(
+            make_alert(dag_id="finance_close"),
+            Severity.CRITICAL,
+            ("pagerduty-finance",),
+            ("route finance",),
+            id="dag_glob_critical",
+        ),
+        pytest.param(
+            make_alert(tags=frozenset({"Team:ML", "nightly"})),
+            Severity.HIGH,
+            ("slack-ml",),
+            ("route ml", "tag"),
+            id="tag_case_insensitive",
+        ),
+        pytest.param(
+            make_alert(owner="Data-Platform"),
+            Severity.MEDIUM,
+            ("email",),
+            ("route platform", "owner Data-Platform"),
+            id="owner_case_insensitive",
+        ),
+        pytest.param(
+            make_alert(dag_id="finance"),
+            Severity.HIGH,
+            ("email", "slack"),
+            ("default matrix for high",),
+            id="glob_needs_suffix_match",
+        ),
+        pytest.param(
+            make_alert(dag_id="marketing", tags=frozenset({"team:data"})),
+            Severity.HIGH,
+            ("email", "slack"),
+            ("default matrix",),
+            id="no_route_matches",
+        ),
     ],
 )
 def test_team_routes(
@@ -80,7 +112,9 @@ def test_team_routes(
         pytest.param(Severity.LOW, DESIGN_MATRIX[Severity.LOW], id="low"),
     ],
 )
-def test_route_leaving_a_severity_out_falls_back_to_the_matrix(severity: Severity, expected: set[str]) -> None:
+def test_route_leaving_a_severity_out_falls_back_to_the_matrix(
+    severity: Severity, expected: set[str]
+) -> None:
     result = SeverityRouter(routes=(FINANCE,)).route(make_alert(dag_id="finance_close"), severity)
 
     assert set(result.channels) == expected
@@ -115,8 +149,11 @@ def test_first_matching_route_wins() -> None:
     ),
 )
 def test_first_matching_route_without_the_severity_falls_back_to_the_matrix_not_to_later_routes() -> None:
-    critical_only = Route("finance_pager", AlertMatcher(dag_ids=("finance_*",)),
-                          MappingProxyType({Severity.CRITICAL: ("pagerduty-finance",)}))
+    critical_only = Route(
+        "finance_pager",
+        AlertMatcher(dag_ids=("finance_*",)),
+        MappingProxyType({Severity.CRITICAL: ("pagerduty-finance",)}),
+    )
     catch_all = Route("everything", AlertMatcher(), MappingProxyType({Severity.HIGH: ("slack-noise",)}))
     router = SeverityRouter(routes=(critical_only, catch_all))
 
@@ -150,5 +187,10 @@ def test_route_to_nothing_is_respected() -> None:
 
 def test_channel_names_cover_matrix_and_routes() -> None:
     assert ROUTER.channel_names() == {
-        "email", "slack", "pagerduty", "pagerduty-finance", "slack-finance", "slack-ml",
+        "email",
+        "slack",
+        "pagerduty",
+        "pagerduty-finance",
+        "slack-finance",
+        "slack-ml",
     }

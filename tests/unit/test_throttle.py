@@ -41,33 +41,122 @@ DECIDE_TABLE = [
     ("first", None, 0, WINDOW, Severity.HIGH, False, True, DecisionReason.FIRST),
     ("first_empty_state", ChannelState(), 0, WINDOW, Severity.HIGH, False, True, DecisionReason.FIRST),
     ("no_window_first", None, 0, timedelta(0), Severity.CRITICAL, False, True, DecisionReason.NO_WINDOW),
-    ("no_window_repeat", sent_at(0, Severity.CRITICAL), 0, timedelta(0), Severity.CRITICAL, False, True,
-     DecisionReason.NO_WINDOW),
+    (
+        "no_window_repeat",
+        sent_at(0, Severity.CRITICAL),
+        0,
+        timedelta(0),
+        Severity.CRITICAL,
+        False,
+        True,
+        DecisionReason.NO_WINDOW,
+    ),
     ("throttled_inside", sent_at(0), 1, WINDOW, Severity.HIGH, False, False, DecisionReason.THROTTLED),
-    ("throttled_just_before_end", sent_at(0), 4.99, WINDOW, Severity.HIGH, False, False,
-     DecisionReason.THROTTLED),
-    ("exactly_at_window_end", sent_at(0), 5, WINDOW, Severity.HIGH, False, True, DecisionReason.WINDOW_ELAPSED),
+    (
+        "throttled_just_before_end",
+        sent_at(0),
+        4.99,
+        WINDOW,
+        Severity.HIGH,
+        False,
+        False,
+        DecisionReason.THROTTLED,
+    ),
+    (
+        "exactly_at_window_end",
+        sent_at(0),
+        5,
+        WINDOW,
+        Severity.HIGH,
+        False,
+        True,
+        DecisionReason.WINDOW_ELAPSED,
+    ),
     ("after_window", sent_at(0), 60, WINDOW, Severity.HIGH, False, True, DecisionReason.WINDOW_ELAPSED),
-    ("escalated_above_last", sent_at(0, Severity.MEDIUM), 1, WINDOW, Severity.HIGH, True, True,
-     DecisionReason.ESCALATED),
+    (
+        "escalated_above_last",
+        sent_at(0, Severity.MEDIUM),
+        1,
+        WINDOW,
+        Severity.HIGH,
+        True,
+        True,
+        DecisionReason.ESCALATED,
+    ),
     ("escalated_first", None, 0, WINDOW, Severity.HIGH, True, True, DecisionReason.ESCALATED),
-    ("escalated_same_severity", sent_at(0, Severity.HIGH), 1, WINDOW, Severity.HIGH, True, False,
-     DecisionReason.THROTTLED),
-    ("escalated_below_last", sent_at(0, Severity.CRITICAL), 1, WINDOW, Severity.HIGH, True, False,
-     DecisionReason.THROTTLED),
-    ("escalated_same_after_window", sent_at(0, Severity.HIGH), 6, WINDOW, Severity.HIGH, True, True,
-     DecisionReason.WINDOW_ELAPSED),
-    ("higher_but_not_escalated", sent_at(0, Severity.MEDIUM), 1, WINDOW, Severity.HIGH, False, False,
-     DecisionReason.THROTTLED),
+    (
+        "escalated_same_severity",
+        sent_at(0, Severity.HIGH),
+        1,
+        WINDOW,
+        Severity.HIGH,
+        True,
+        False,
+        DecisionReason.THROTTLED,
+    ),
+    (
+        "escalated_below_last",
+        sent_at(0, Severity.CRITICAL),
+        1,
+        WINDOW,
+        Severity.HIGH,
+        True,
+        False,
+        DecisionReason.THROTTLED,
+    ),
+    (
+        "escalated_same_after_window",
+        sent_at(0, Severity.HIGH),
+        6,
+        WINDOW,
+        Severity.HIGH,
+        True,
+        True,
+        DecisionReason.WINDOW_ELAPSED,
+    ),
+    (
+        "higher_but_not_escalated",
+        sent_at(0, Severity.MEDIUM),
+        1,
+        WINDOW,
+        Severity.HIGH,
+        False,
+        False,
+        DecisionReason.THROTTLED,
+    ),
     ("in_flight", pending_claim(0), 1, WINDOW, Severity.HIGH, False, False, DecisionReason.IN_FLIGHT),
-    ("in_flight_even_if_window_passed", pending_claim(0), 1.9, timedelta(seconds=30), Severity.HIGH, False,
-     False, DecisionReason.IN_FLIGHT),
-    ("in_flight_escalated", pending_claim(0, Severity.MEDIUM), 1, WINDOW, Severity.HIGH, True, False,
-     DecisionReason.IN_FLIGHT),
+    (
+        "in_flight_even_if_window_passed",
+        pending_claim(0),
+        1.9,
+        timedelta(seconds=30),
+        Severity.HIGH,
+        False,
+        False,
+        DecisionReason.IN_FLIGHT,
+    ),
+    (
+        "in_flight_escalated",
+        pending_claim(0, Severity.MEDIUM),
+        1,
+        WINDOW,
+        Severity.HIGH,
+        True,
+        False,
+        DecisionReason.IN_FLIGHT,
+    ),
     ("lease_expired", pending_claim(0), 2, WINDOW, Severity.HIGH, False, True, DecisionReason.FIRST),
     ("lease_expired_later", pending_claim(0), 30, WINDOW, Severity.HIGH, False, True, DecisionReason.FIRST),
-    ("pending_claim_no_window", pending_claim(0, Severity.CRITICAL), 0.5, timedelta(0), Severity.CRITICAL,
-     False, True, DecisionReason.NO_WINDOW),
+    (
+        "pending_claim_no_window",
+        pending_claim(0, Severity.CRITICAL),
+        0.5,
+        timedelta(0),
+        Severity.CRITICAL,
+        False,
+        True,
+        DecisionReason.NO_WINDOW,
+    ),
 ]
 
 
@@ -115,9 +204,9 @@ def test_expired_lease_restores_the_previous_send() -> None:
     assert decision.send
     assert decision.reason is DecisionReason.WINDOW_ELAPSED
     # with a window still running from the confirmed send it is throttled, not in flight
-    assert throttle.decide(state, now=at(13), window=timedelta(minutes=20), severity=Severity.HIGH).reason is (
-        DecisionReason.THROTTLED
-    )
+    assert throttle.decide(
+        state, now=at(13), window=timedelta(minutes=20), severity=Severity.HIGH
+    ).reason is (DecisionReason.THROTTLED)
 
 
 def test_sending_decisions_carry_what_was_suppressed() -> None:
@@ -137,13 +226,21 @@ def test_sending_decisions_carry_what_was_suppressed() -> None:
 # --- apply / confirm / release -------------------------------------------------------------
 
 
-def claim(state: ChannelState | None, minutes: float, *, token: str, source: str = "etl.load",
-          severity: Severity = Severity.HIGH, window: timedelta = WINDOW,
-          escalated: bool = False) -> tuple[ChannelState, bool]:
+def claim(
+    state: ChannelState | None,
+    minutes: float,
+    *,
+    token: str,
+    source: str = "etl.load",
+    severity: Severity = Severity.HIGH,
+    window: timedelta = WINDOW,
+    escalated: bool = False,
+) -> tuple[ChannelState, bool]:
     """What a document store does: decide, then apply.  Returns the new state and whether to send."""
     decision = throttle.decide(state, now=at(minutes), window=window, severity=severity, escalated=escalated)
-    new = throttle.apply(state, decision, now=at(minutes), severity=severity, source=source, token=token,
-                         lease=LEASE)
+    new = throttle.apply(
+        state, decision, now=at(minutes), severity=severity, source=source, token=token, lease=LEASE
+    )
     return new, decision.send
 
 

@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
+from urllib.error import HTTPError, URLError
 
 from airflow_alerting.model import DeliveryResult
 
@@ -28,6 +29,9 @@ _DETAIL_LIMIT = 300
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.:\- ]{1,80}")
 #: secrets shorter than this are not searched for; they would match innocent text
 _MIN_SECRET = 4
+# Matched by name: airflow.sdk.exceptions and airflow.exceptions both define it, and importing
+# either here would pull Airflow into every failure path.
+_NOT_FOUND = "AirflowNotFoundException"
 
 
 def hide(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -199,6 +203,13 @@ def transport_error(exc: BaseException) -> tuple[bool, str] | None:
     :return: ``(retryable, description)``, or ``None`` when it is not a transport error
     """
     for cause in _causes(exc):
+        if isinstance(cause, HTTPError):
+            return status_is_retryable(cause.code), f"HTTP {cause.code}"
+        if isinstance(cause, URLError):
+            if isinstance(cause.reason, BaseException):
+                continue  # a wrapper; classify the socket error it carries (queued by _causes)
+            # urllib's own complaints ("unknown url type", "no host given") are about the URL.
+            return False, f"{type(cause).__name__} (invalid URL)"
         if isinstance(cause, ValueError) and isinstance(cause, OSError):
             # ssl.SSLCertVerificationError, requests' InvalidURL/MissingSchema, ...
             return False, f"{type(cause).__name__} (configuration problem)"
@@ -230,8 +241,9 @@ def exception_failure(
 ) -> DeliveryResult:
     """A failed result for an exception raised while delivering.
 
-    Transport errors are classified by :func:`transport_error`; anything else is a bug or
-    a configuration problem and is not retried.
+    A missing Airflow connection is reported as such; transport errors are classified by
+    :func:`transport_error`; anything else is a bug or a configuration problem and is not
+    retried.
 
     :param channel: the channel's name
     :param exc: the exception
@@ -239,6 +251,9 @@ def exception_failure(
     :param secrets: values to strip from the detail
     :return: the result
     """
+    if any(type(cause).__name__ == _NOT_FOUND for cause in _causes(exc)):
+        # Hooks re-raise a missing connection as a generic AirflowException; the cause tells.
+        return result(channel, ok=False, retryable=False, detail=f"{action}: connection not found")
     classified = transport_error(exc)
     if classified is not None:
         retryable, description = classified

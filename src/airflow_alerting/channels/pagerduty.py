@@ -131,7 +131,8 @@ class PagerDutyChannel:
             detail = f"pagerduty: {exc}"
             return result(self.name, ok=False, retryable=False, detail=detail, secrets=[routing_key])
         except Exception as exc:  # the Channel contract: report, never raise into the task
-            return exception_failure(self.name, exc, action="pagerduty", secrets=[routing_key])
+            action = f"pagerduty via {self.pagerduty_conn_id!r}"
+            return exception_failure(self.name, exc, action=action, secrets=[routing_key])
 
     def _connection(self) -> Connection:
         from airflow.sdk import BaseHook

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.bases.notifier import BaseNotifier
 
 from airflow_alerting.context import alert_from_context
+from airflow_alerting.manager import shared_manager
 from airflow_alerting.model import AlertOutcome, Severity
 from airflow_alerting.policy import AlertPolicy, PolicyError
 
@@ -22,10 +21,6 @@ if TYPE_CHECKING:
     from airflow_alerting.manager import AlertManager
 
 log = logging.getLogger("airflow_alerting")
-
-_MANAGERS: dict[str, AlertManager] = {}
-_MANAGERS_LOCK = threading.Lock()
-
 
 class AlertNotifier(BaseNotifier):
     """Classify, route, throttle and deliver alerts for Airflow task and DAG callbacks.
@@ -101,7 +96,7 @@ class AlertNotifier(BaseNotifier):
             alert = alert_from_context(context)
             if self.title:
                 alert = replace(alert, title=str(self.title))
-            manager = self.manager or _shared_manager(self.policy)
+            manager = self.manager or shared_manager(self.policy)
             self.last_outcome = manager.handle(alert, severity=self.severity)
         except Exception:  # Airflow would log it too, but an alert must never fail a task
             log.exception("AlertNotifier failed")
@@ -121,54 +116,3 @@ def _load_policy(policy: AlertPolicy | Mapping[str, Any] | str | Path | None) ->
     raise PolicyError(
         "policy", f"must be an AlertPolicy, a mapping or a YAML path, got {type(policy).__name__}"
     )
-
-
-def _shared_manager(policy: AlertPolicy | None) -> AlertManager:
-    """One manager per policy per process, so channels and in-process caps are reused."""
-    from airflow_alerting.config import load_settings
-    from airflow_alerting.manager import AlertManager
-
-    settings = load_settings()
-    if policy is None:
-        policy, key = _configured_policy(settings)
-    else:
-        key = f"object:{id(policy)}"
-    with _MANAGERS_LOCK:
-        manager = _MANAGERS.get(key)
-        if manager is None:
-            manager = AlertManager(policy, settings=settings)
-            _MANAGERS[key] = manager
-        return manager
-
-
-def _configured_policy(settings: Any) -> tuple[AlertPolicy, str]:
-    """The policy from ``[alerting] policy_variable`` / ``policy_file``, or the defaults.
-
-    A Variable policy that does not validate is logged and skipped: alerts keep flowing under
-    the next policy rather than being lost to an operator's typo.
-    """
-    if settings.policy_variable:
-        text = _read_policy_variable(settings.policy_variable)
-        if text:
-            key = "variable:" + hashlib.sha256(text.encode()).hexdigest()
-            with _MANAGERS_LOCK:
-                if key in _MANAGERS:
-                    return _MANAGERS[key].policy, key
-            try:
-                return AlertPolicy.from_yaml(text if "\n" in text else text + "\n"), key
-            except PolicyError as err:
-                log.error("policy in Variable %s is invalid, ignoring it: %s", settings.policy_variable, err)
-    if settings.policy_file:
-        return AlertPolicy.from_yaml(settings.policy_file), f"file:{settings.policy_file}"
-    return AlertPolicy(), "default"
-
-
-def _read_policy_variable(name: str) -> str | None:
-    try:
-        from airflow.sdk import Variable
-
-        value = Variable.get(name, default=None)
-    except Exception as err:
-        log.warning("could not read policy Variable %s: %s", name, err)
-        return None
-    return str(value) if value else None

@@ -41,7 +41,7 @@ def dedup_key(n: Notification) -> str:
 
 def _summary(n: Notification) -> str:
     summary = t.title(n)
-    message = sanitize(n.alert.message).strip()
+    message = t.message(n)
     if message and not n.resolved:
         summary += ": " + message.splitlines()[0]
     return t.truncate(t.one_line(summary), MAX_SUMMARY)

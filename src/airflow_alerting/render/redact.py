@@ -16,41 +16,56 @@ from collections.abc import Callable
 
 REPLACEMENT = "***"
 
+# Every repetition below is bounded and every pattern is anchored to the start of a token, so
+# scrubbing stays linear even for megabyte-sized, adversarial exception messages.
+
 # scheme://user:password@host -- the password may itself contain '@', so match greedily up to
 # the last '@' before the path; over-redacting a URL is acceptable, leaking a password is not.
-_URL_CREDENTIALS = re.compile(r"(?P<prefix>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*:)[^\s/?#]*(?=@)")
+_URL_CREDENTIALS = re.compile(
+    r"(?P<prefix>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s:/?#@]{0,256}:)[^\s/?#]{0,256}(?=@)"
+)
 # Slack bot/user/app/refresh tokens (xoxb-, xoxp-, xoxa-, xoxr-, xoxe-, xoxs-, xapp-).
 _SLACK_TOKEN = re.compile(r"\b(?P<prefix>(?:xox[abeprs]|xapp)-)[A-Za-z0-9-]+")
 # An incoming-webhook URL is a bearer credential in its own right.
 _SLACK_WEBHOOK = re.compile(
     r"(?P<prefix>hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/)[^\s\"'<>]+"
 )
-_BEARER = re.compile(r"(?P<prefix>\b(?:Bearer|Basic|Token)\s+)[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
+_BEARER = re.compile(r"(?P<prefix>\b(?:Bearer|Basic|Token)\s{1,10})[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
 _AWS_ACCESS_KEY = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 
-_SECRET_KEY = (
-    r"[A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|private[_-]?key"
-    r"|access[_-]?key|routing[_-]?key|integration[_-]?key|credentials?)"
+_SECRET_NAME = re.compile(
+    r"password|passwd|pwd|secret|token|api[_-]?key|private[_-]?key|access[_-]?key"
+    r"|routing[_-]?key|integration[_-]?key|credential",
+    re.IGNORECASE,
 )
-_SECRET_VALUE = r"(?:\"[^\"]*\"|'[^']*'|[^\s&,;)}\]]+)"
+_VALUE = r"(?P<value>\"[^\"]{0,512}\"|'[^']{0,512}'|[^\s&,;)}\]]{1,512})"
 # key=value (query strings, DSNs, command lines) ...
-_KEY_EQUALS = re.compile(rf"(?P<prefix>(?<![A-Za-z0-9]){_SECRET_KEY}\s*=\s*){_SECRET_VALUE}", re.IGNORECASE)
+_KEY_EQUALS = re.compile(
+    rf"(?P<prefix>(?<![A-Za-z0-9_.-])(?P<key>[A-Za-z0-9_.-]{{1,64}})\s{{0,10}}=\s{{0,10}}){_VALUE}"
+)
 # ... and quoted keys followed by ':' (JSON and Python dict reprs).  Unquoted "token: x" is left
 # alone because prose such as "invalid token: expected ..." would otherwise lose its meaning.
-_QUOTED_KEY_COLON = re.compile(rf"(?P<prefix>([\"']){_SECRET_KEY}\2\s*:\s*){_SECRET_VALUE}", re.IGNORECASE)
+_QUOTED_KEY_COLON = re.compile(
+    rf"(?P<prefix>([\"'])(?P<key>[A-Za-z0-9_.-]{{1,64}})\2\s{{0,10}}:\s{{0,10}}){_VALUE}"
+)
 
 _PATTERNS: tuple[re.Pattern[str], ...] = (
     _URL_CREDENTIALS,
     _SLACK_WEBHOOK,
     _SLACK_TOKEN,
     _BEARER,
-    _KEY_EQUALS,
-    _QUOTED_KEY_COLON,
 )
+_KEY_VALUE_PATTERNS: tuple[re.Pattern[str], ...] = (_KEY_EQUALS, _QUOTED_KEY_COLON)
 
 
 def _keep_prefix(match: re.Match[str]) -> str:
     return match.group("prefix") + REPLACEMENT
+
+
+def _mask_secret_value(match: re.Match[str]) -> str:
+    if _SECRET_NAME.search(match.group("key")):
+        return match.group("prefix") + REPLACEMENT
+    return match.group(0)
 
 
 def scrub(text: str) -> str:
@@ -65,6 +80,8 @@ def scrub(text: str) -> str:
     """
     for pattern in _PATTERNS:
         text = pattern.sub(_keep_prefix, text)
+    for pattern in _KEY_VALUE_PATTERNS:
+        text = pattern.sub(_mask_secret_value, text)
     return _AWS_ACCESS_KEY.sub(REPLACEMENT, text)
 
 

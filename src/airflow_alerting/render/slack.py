@@ -34,6 +34,7 @@ ACTIONS_BLOCK_ID = "alert_actions"
 VIEW_LOG_ACTION_ID = "airflow_alerting_view_log"
 
 _CODE_FENCE = "```"
+_MAX_ESCAPE_GROWTH = len("&amp;")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,9 @@ def fit(raw: str, limit: int, *, prefix: str = "", suffix: str = "") -> str:
         excess = len(candidate) - budget
         if excess <= 0:
             return prefix + candidate + suffix
-        cut -= excess
+        # Each raw character escapes to at most five ("&amp;"), so dropping excess / 5 of them
+        # is the least that can help; it converges in a few rounds without over-cutting.
+        cut -= max(1, -(-excess // _MAX_ESCAPE_GROWTH))
 
 
 def _plain(text: str, limit: int) -> dict[str, Any]:

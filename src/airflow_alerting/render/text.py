@@ -250,6 +250,19 @@ def recovery_text(n: Notification) -> str | None:
     return f"resolved after {_minutes(period)} min"
 
 
+def message(n: Notification) -> str:
+    """The exception message, sanitized and capped at :data:`MESSAGE_LIMIT` characters.
+
+    :param n: the notification
+    :return: the message, possibly empty
+    """
+    # Only a prefix is scrubbed: rendering never shows more than MESSAGE_LIMIT characters, and
+    # scanning a multi-megabyte message once per renderer would make alerts slow.  The margin
+    # keeps a credential that starts inside the shown part from being cut before it is scrubbed.
+    raw = n.alert.message[: 2 * MESSAGE_LIMIT].strip()
+    return truncate(sanitize(raw), MESSAGE_LIMIT) if raw else ""
+
+
 def error_text(n: Notification, limit: int = MESSAGE_LIMIT) -> str | None:
     """``"PermissionError: denied for table x"`` (full type and message, multi-line kept).
 
@@ -257,13 +270,11 @@ def error_text(n: Notification, limit: int = MESSAGE_LIMIT) -> str | None:
     :param limit: maximum length of the result
     :return: sanitized, truncated text, or ``None`` when there is no error information
     """
-    alert = n.alert
-    exc = sanitize(alert.exception_type) if alert.exception_type else ""
-    message = sanitize(alert.message.strip()) if alert.message else ""
-    if not exc and not message:
+    exc = sanitize(n.alert.exception_type) if n.alert.exception_type else ""
+    text = message(n)
+    if not exc and not text:
         return None
-    text = f"{exc}: {message}" if exc and message else exc or message
-    return truncate(text, limit)
+    return truncate(f"{exc}: {text}" if exc and text else exc or text, limit)
 
 
 def details(n: Notification) -> list[tuple[str, str]]:

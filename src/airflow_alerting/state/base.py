@@ -12,7 +12,7 @@ import abc
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -85,6 +85,43 @@ class OpenIncident:
         )
 
 
+@dataclass(frozen=True)
+class OutboxItem:
+    """A notification that could not be delivered at alert time, waiting to be redelivered."""
+
+    id: str
+    channel: str
+    #: the notification, as :func:`airflow_alerting.model.notification_to_json` wrote it
+    notification: dict[str, Any]
+    created_at: datetime
+    next_attempt_at: datetime
+    attempts: int = 0
+    last_error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "channel": self.channel,
+            "notification": self.notification,
+            "created_at": self.created_at.isoformat(),
+            "next_attempt_at": self.next_attempt_at.isoformat(),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OutboxItem:
+        return cls(
+            id=str(data["id"]),
+            channel=str(data["channel"]),
+            notification=dict(data["notification"]),
+            created_at=datetime.fromisoformat(str(data["created_at"])),
+            next_attempt_at=datetime.fromisoformat(str(data["next_attempt_at"])),
+            attempts=int(data.get("attempts", 0)),
+            last_error=str(data.get("last_error", "")),
+        )
+
+
 class StateStore(abc.ABC):
     """Where throttle, dedup and incident state lives.
 
@@ -147,6 +184,22 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def history(self, limit: int = 100) -> list[HistoryEntry]:
         """Most recent decisions first."""
+
+    @abc.abstractmethod
+    def outbox_add(self, item: OutboxItem) -> None:
+        """Keep an undelivered notification for redelivery."""
+
+    @abc.abstractmethod
+    def outbox_claim(self, *, now: datetime, limit: int, lease: timedelta) -> list[OutboxItem]:
+        """Return up to ``limit`` items due at ``now``, hidden from other claimers for ``lease``."""
+
+    @abc.abstractmethod
+    def outbox_update(self, item: OutboxItem) -> None:
+        """Store a changed item (attempts, next attempt, last error)."""
+
+    @abc.abstractmethod
+    def outbox_remove(self, item_id: str) -> None:
+        """Forget a delivered item."""
 
 
 class DocumentStore(StateStore):
@@ -283,6 +336,50 @@ class DocumentStore(StateStore):
         doc = self._read(self.HISTORY_KEY) or {"entries": []}
         entries = [HistoryEntry.from_json(e) for e in doc.get("entries", [])]
         return list(reversed(entries))[:limit]
+
+    OUTBOX_KEY = "alerting.outbox"
+    #: items kept by the document stores' outbox; beyond it the oldest are dropped (and counted)
+    OUTBOX_LIMIT = 1000
+
+    def _outbox(self) -> list[dict[str, Any]]:
+        doc = self._read(self.OUTBOX_KEY) or {}
+        items = doc.get("items", [])
+        return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+    def _save_outbox(self, items: list[dict[str, Any]]) -> None:
+        if len(items) > self.OUTBOX_LIMIT:
+            from airflow_alerting import metrics
+
+            metrics.incr("outbox", "dropped", count=len(items) - self.OUTBOX_LIMIT)
+            items = items[-self.OUTBOX_LIMIT :]
+        self._write(self.OUTBOX_KEY, {"items": items})
+
+    def outbox_add(self, item: OutboxItem) -> None:
+        self._save_outbox([*self._outbox(), item.to_json()])
+
+    def outbox_claim(self, *, now: datetime, limit: int, lease: timedelta) -> list[OutboxItem]:
+        raw = self._outbox()
+        claimed: list[OutboxItem] = []
+        for index, data in enumerate(raw):
+            if len(claimed) >= limit:
+                break
+            item = OutboxItem.from_json(data)
+            if item.next_attempt_at <= now:
+                item = replace(item, next_attempt_at=now + lease)
+                raw[index] = item.to_json()
+                claimed.append(item)
+        if claimed:
+            self._save_outbox(raw)
+        return claimed
+
+    def outbox_update(self, item: OutboxItem) -> None:
+        self._save_outbox([item.to_json() if i.get("id") == item.id else i for i in self._outbox()])
+
+    def outbox_remove(self, item_id: str) -> None:
+        raw = self._outbox()
+        kept = [i for i in raw if i.get("id") != item_id]
+        if len(kept) != len(raw):
+            self._save_outbox(kept)
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -41,6 +41,10 @@ class MemoryStore(DocumentStore):
         with self._lock:
             return super().record_occurrence(*args, **kwargs)
 
+    def outbox_claim(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return super().outbox_claim(*args, **kwargs)
+
     def clear(self) -> None:
         """Forget everything (between tests)."""
         with self._lock:

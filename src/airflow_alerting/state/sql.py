@@ -44,6 +44,7 @@ from airflow_alerting.state.base import (
     Claim,
     OccurrenceRecord,
     OpenIncident,
+    OutboxItem,
     StateStore,
     StateUnavailableError,
 )
@@ -150,10 +151,11 @@ class _Schema:
     occurrence: Table
     incident: Table
     history: Table
+    outbox: Table
 
     @property
     def tables(self) -> tuple[Table, ...]:
-        return (self.channel_state, self.occurrence, self.incident, self.history)
+        return (self.channel_state, self.occurrence, self.incident, self.history, self.outbox)
 
 
 @cache
@@ -278,10 +280,26 @@ def _schema(prefix: str) -> _Schema:
         sa.Column("delivered", sa.Boolean()),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("run_id", sa.String(255)),
+        sa.Column("why", sa.Text(), nullable=False),
         sa.Index(f"{prefix}history_at", "at"),
         **options,
     )
-    return _Schema(metadata, channel_state, occurrence, incident, history)
+    outbox = sa.Table(
+        f"{prefix}outbox",
+        metadata,
+        sa.Column("id", sa.String(KEY_LENGTH), primary_key=True),
+        sa.Column("channel", sa.String(KEY_LENGTH), nullable=False),
+        # the notification as model.notification_to_json wrote it
+        sa.Column("notification", sa.Text(), nullable=False),
+        sa.Column("created_at", utc(), nullable=False),
+        sa.Column("next_attempt_at", utc(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=False),
+        # every alert sweeps the outbox: finding due items must not scan the table
+        sa.Index(f"{prefix}outbox_due", "next_attempt_at"),
+        **options,
+    )
+    return _Schema(metadata, channel_state, occurrence, incident, history, outbox)
 
 
 # --- engines ------------------------------------------------------------------------------
@@ -400,7 +418,7 @@ class SqlStore(StateStore):
     :param conn_id: Airflow connection of type ``postgres``, ``mysql`` (MariaDB too) or ``sqlite``
         (path in the host field); looked up on first use, not at DAG parse time
     :param url: a SQLAlchemy URL instead of a connection (tests, scripts)
-    :param table_prefix: prefix of the four table names (letters, digits, ``_``; at most 40 characters)
+    :param table_prefix: prefix of the table names (letters, digits, ``_``; at most 40 characters)
     :param use_database_clock: compare windows and leases with the database's clock, ignoring the
         ``now`` callers pass, so workers with skewed clocks still agree; ``False`` uses the ``now``
         passed in (deterministic tests)
@@ -557,10 +575,45 @@ class SqlStore(StateStore):
             return []
         return self._run("history", lambda: self._history(limit))
 
+    def outbox_add(self, item: OutboxItem) -> None:
+        """Keep an undelivered notification for redelivery (an item with the same id is replaced).
+
+        :param item: the notification and its redelivery schedule
+        """
+        self._run("outbox_add", lambda: self._outbox_add(item))
+
+    def outbox_claim(self, *, now: datetime, limit: int, lease: timedelta) -> list[OutboxItem]:
+        """Take up to ``limit`` due items, oldest first, hiding them from other sweepers for ``lease``.
+
+        Concurrent sweepers get disjoint items (``FOR UPDATE SKIP LOCKED`` on PostgreSQL and
+        MySQL/MariaDB; SQLite serialises writers).
+
+        :param now: the current time (ignored when using the database clock)
+        :param limit: at most this many items
+        :param lease: how long the items stay hidden unless updated or removed
+        """
+        if limit <= 0:
+            return []
+        return self._run("outbox_claim", lambda: self._outbox_claim(now, limit, lease))
+
+    def outbox_update(self, item: OutboxItem) -> None:
+        """Store a changed item (attempts, next attempt, last error); a removed item stays removed.
+
+        :param item: the item, matched by id
+        """
+        self._run("outbox_update", lambda: self._outbox_update(item))
+
+    def outbox_remove(self, item_id: str) -> None:
+        """Forget an item (delivered, or given up).
+
+        :param item_id: the item's id
+        """
+        self._run("outbox_remove", lambda: self._outbox_remove(item_id))
+
     # --- maintenance ----------------------------------------------------------------------
 
     def create_tables(self) -> list[str]:
-        """Create the tables (and indexes) if they do not exist; return their names.
+        """Create the tables (and indexes) that do not exist yet; return the names of all of them.
 
         Safe to run while workers use the store and from several processes at once.  The store also
         does this on first use; call it (or ``python -m airflow_alerting.state.sql``) to create them
@@ -583,7 +636,7 @@ class SqlStore(StateStore):
         self._run("drop_tables", drop, ensure_tables=False)
 
     def prune(self, now: datetime | None = None) -> int:
-        """Delete history and occurrence rows older than ``history_retention``; return how many.
+        """Delete history, occurrence and outbox rows older than ``history_retention``; return how many.
 
         :param now: the reference time when not using the database clock (default: the local clock)
         """
@@ -708,9 +761,10 @@ class SqlStore(StateStore):
             won = self._try_claim(fingerprint, channel, clock, window, severity, escalated, token, lease)
             if won is not None:
                 return Claim(_sending_decision(won, window, severity, escalated), token)
-            held = self._try_suppress(fingerprint, channel, clock, window, severity, escalated, source)
-            if held is not None:
-                return Claim(held)
+            if window > timedelta(0):
+                held = self._try_suppress(fingerprint, channel, clock, window, severity, escalated, source)
+                if held is not None:
+                    return Claim(held)
             # neither claimable nor held back: a crashed sender's claim expired (roll it back), or the
             # row changed between our two statements (try again)
             self._roll_back_expired(fingerprint, channel, self._clock(now))
@@ -720,13 +774,23 @@ class SqlStore(StateStore):
 
     def _claimable(
         self, clock: _Clock, window: timedelta, severity: Severity, escalated: bool
-    ) -> ColumnElement[bool] | None:
-        """``throttle.decide``'s send rule for a row with no expired claim (``None``: always)."""
+    ) -> ColumnElement[bool]:
+        """``throttle.decide``'s send rule, for rows without an expired claim.
+
+        A row whose claim expired is never claimable here: rolling the claim back merges two
+        source lists, which :meth:`_roll_back_expired` does first, so the claim itself only copies
+        columns and the decision sees exactly ``ChannelState.settled``.
+        """
         import sqlalchemy as sa
 
-        if window <= timedelta(0):
-            return None
         t = self._schema().channel_state
+        if window <= timedelta(0):
+            # a zero window sends whatever else is pending, taking over an unexpired claim
+            return sa.or_(
+                t.c.claim_token.is_(None),
+                t.c.claim_expires_at.is_(None),
+                t.c.claim_expires_at > clock.now(),
+            )
         reasons: list[ColumnElement[bool]] = [t.c.last_sent_at.is_(None)]
         if escalated:
             reasons.append(sa.or_(t.c.last_sent_severity.is_(None), t.c.last_sent_severity < int(severity)))
@@ -737,7 +801,7 @@ class SqlStore(StateStore):
     def _held_back(
         self, clock: _Clock, window: timedelta, severity: Severity, escalated: bool
     ) -> ColumnElement[bool]:
-        """The complement of :meth:`_claimable` among rows without an expired claim.
+        """The complement of :meth:`_claimable` (window > 0) among rows without an expired claim.
 
         Written out rather than ``NOT (...)`` so no NULL can make both false.
         """
@@ -748,8 +812,6 @@ class SqlStore(StateStore):
             t.c.claim_token.is_not(None),
             sa.or_(t.c.claim_expires_at.is_(None), t.c.claim_expires_at > clock.now()),
         )
-        if window <= timedelta(0):
-            return sa.false()  # a zero window always sends; nothing is ever held back
         throttled: list[ColumnElement[bool]] = [
             t.c.claim_token.is_(None),
             t.c.last_sent_at.is_not(None),
@@ -770,17 +832,12 @@ class SqlStore(StateStore):
         assigned, so every column is read before it is overwritten; PostgreSQL and SQLite read
         the old row throughout, where the order does not matter.
         """
-        import sqlalchemy as sa
-
         t = self._schema().channel_state
-        expired = sa.and_(t.c.claim_token.is_not(None), t.c.claim_expires_at <= clock.now())
         return [
-            # a zero window may take over a pending claim; an expired one counts as rolled back first
-            (t.c.previous_sent_at, sa.case((expired, t.c.previous_sent_at), else_=t.c.last_sent_at)),
-            (
-                t.c.previous_sent_severity,
-                sa.case((expired, t.c.previous_sent_severity), else_=t.c.last_sent_severity),
-            ),
+            # the state before the claim (settled: expired claims were rolled back beforehand), kept
+            # for release and returned to the winner, whose notification reports the suppressed counts
+            (t.c.previous_sent_at, t.c.last_sent_at),
+            (t.c.previous_sent_severity, t.c.last_sent_severity),
             (t.c.previous_suppressed_count, t.c.suppressed_count),
             (t.c.previous_suppressed_since, t.c.suppressed_since),
             (t.c.previous_suppressed_until, t.c.suppressed_until),
@@ -835,8 +892,7 @@ class SqlStore(StateStore):
                 neutral = mysql_insert(t).prefix_with("IGNORE").values(**_neutral_row(fingerprint, channel))
                 conn.execute(neutral)
             with self._begin() as conn:
-                where = key if claimable is None else sa.and_(key, claimable)
-                result = conn.execute(sa.update(t).where(where).ordered_values(*assignments))
+                result = conn.execute(sa.update(t).where(key, claimable).ordered_values(*assignments))
                 if result.rowcount != 1:
                     return None
                 # our row lock is held until commit, so this reads exactly what the update wrote
@@ -1088,6 +1144,7 @@ class SqlStore(StateStore):
                 "delivered": entry.delivered,
                 "detail": entry.detail[:4000],
                 "run_id": entry.run_id[:255] if entry.run_id is not None else None,
+                "why": entry.why,
             }
             for entry in entries
         ]
@@ -1103,11 +1160,14 @@ class SqlStore(StateStore):
 
         schema = self._schema()
         cutoff = self._clock(now).at(-self.history_retention)
+        expired = (
+            sa.delete(schema.history).where(schema.history.c.at < cutoff),
+            sa.delete(schema.occurrence).where(schema.occurrence.c.at < cutoff),
+            # the manager gives up on items long before this; these were orphaned by a removed deployment
+            sa.delete(schema.outbox).where(schema.outbox.c.created_at < cutoff),
+        )
         with self._begin() as conn:
-            deleted = conn.execute(sa.delete(schema.history).where(schema.history.c.at < cutoff)).rowcount
-            deleted += conn.execute(
-                sa.delete(schema.occurrence).where(schema.occurrence.c.at < cutoff)
-            ).rowcount
+            deleted = sum(conn.execute(statement).rowcount for statement in expired)
         if deleted:
             log.debug("alerting SQL store pruned %d rows older than %s", deleted, self.history_retention)
         return int(deleted)
@@ -1131,9 +1191,86 @@ class SqlStore(StateStore):
                 delivered=None if row.delivered is None else bool(row.delivered),
                 detail=row.detail,
                 run_id=row.run_id,
+                why=row.why,
             )
             for row in rows
         ]
+
+    def _outbox_values(self, item: OutboxItem) -> dict[str, Any]:
+        return {
+            "channel": _key(item.channel),
+            "notification": json.dumps(item.notification, sort_keys=True),
+            "created_at": item.created_at,
+            "next_attempt_at": item.next_attempt_at,
+            "attempts": item.attempts,
+            "last_error": item.last_error,
+        }
+
+    def _outbox_add(self, item: OutboxItem) -> None:
+        t = self._schema().outbox
+        values = self._outbox_values(item)
+        dialect = self._dialect()
+        with self._begin() as conn:
+            if dialect == "mysql":
+                from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+                conn.execute(
+                    mysql_insert(t).values(id=_key(item.id), **values).on_duplicate_key_update(**values)
+                )
+            else:
+                statement = (
+                    _upsert_insert(dialect, t)
+                    .values(id=_key(item.id), **values)
+                    .on_conflict_do_update(index_elements=[t.c.id], set_=values)
+                )
+                conn.execute(statement)
+
+    def _outbox_claim(self, now: datetime, limit: int, lease: timedelta) -> list[OutboxItem]:
+        import sqlalchemy as sa
+
+        t = self._schema().outbox
+        clock = self._clock(now)
+        order = (t.c.created_at, t.c.id)
+        due = (
+            sa.select(t.c.id)
+            .where(t.c.next_attempt_at <= clock.now())
+            .order_by(*order)
+            .limit(limit)
+            # sweepers running at once take different items instead of queueing on the same rows
+            .with_for_update(skip_locked=True)
+        )
+        with self._begin() as conn:
+            ids = list(conn.execute(due).scalars())
+            if not ids:
+                return []
+            conn.execute(sa.update(t).where(t.c.id.in_(ids)).values(next_attempt_at=clock.at(lease)))
+            rows = conn.execute(sa.select(t).where(t.c.id.in_(ids)).order_by(*order)).all()
+        return [
+            OutboxItem(
+                id=row.id,
+                channel=row.channel,
+                notification=_json_object(row.notification),
+                created_at=row.created_at,
+                next_attempt_at=row.next_attempt_at,
+                attempts=int(row.attempts),
+                last_error=row.last_error,
+            )
+            for row in rows
+        ]
+
+    def _outbox_update(self, item: OutboxItem) -> None:
+        import sqlalchemy as sa
+
+        t = self._schema().outbox
+        with self._begin() as conn:
+            conn.execute(sa.update(t).where(t.c.id == _key(item.id)).values(**self._outbox_values(item)))
+
+    def _outbox_remove(self, item_id: str) -> None:
+        import sqlalchemy as sa
+
+        t = self._schema().outbox
+        with self._begin() as conn:
+            conn.execute(sa.delete(t).where(t.c.id == _key(item_id)))
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -1217,7 +1354,11 @@ def _append_source(dialect: str, column: Column[Any], source: str) -> ColumnElem
 
 
 def _sending_decision(row: Row[Any], window: timedelta, severity: Severity, escalated: bool) -> Decision:
-    """The reason ``throttle.decide`` gives, from the state before the claim (``previous_*``)."""
+    """The reason ``throttle.decide`` gives for a send, from the state before the claim (``previous_*``).
+
+    Same precedence as ``decide``: escalation, then a zero window, then first, then window elapsed;
+    the model test (tests/unit/state/test_sql_store_model.py) holds the two together.
+    """
     carried = _summary(
         row.previous_suppressed_count,
         row.previous_suppressed_since,
@@ -1225,12 +1366,12 @@ def _sending_decision(row: Row[Any], window: timedelta, severity: Severity, esca
         row.previous_suppressed_sources,
     )
     previous_severity = _severity(row.previous_sent_severity)
-    if window <= timedelta(0):
+    if escalated and (previous_severity is None or severity > previous_severity):
+        reason = DecisionReason.ESCALATED
+    elif window <= timedelta(0):
         reason = DecisionReason.NO_WINDOW
     elif row.previous_sent_at is None:
         reason = DecisionReason.FIRST
-    elif escalated and (previous_severity is None or severity > previous_severity):
-        reason = DecisionReason.ESCALATED
     else:
         reason = DecisionReason.WINDOW_ELAPSED
     return Decision(True, reason, carried)
@@ -1254,7 +1395,7 @@ def _summary(count: Any, since: datetime | None, until: datetime | None, sources
 def _json_object(value: Any) -> dict[str, Any]:
     parsed = json.loads(value) if value else {}
     if not isinstance(parsed, dict):
-        raise ValueError(f"incident extra must be a JSON object, found {type(parsed).__name__}")
+        raise ValueError(f"expected a JSON object, found {type(parsed).__name__}")
     return parsed
 
 

@@ -105,6 +105,15 @@ class VariableStore(DocumentStore):
         return Claim(Decision(False, DecisionReason.IN_FLIGHT, detail="another worker claimed this alert"))
 
 
+def read_variable(key: str) -> str | None:
+    """Read a Variable as text from wherever this code runs (worker, DAG processor, scheduler, script).
+
+    :raises StateUnavailableError: when no Variable API could answer
+    """
+    value = VariableStore(verify_delay=0)._call("get", key)
+    return str(value) if value is not None else None
+
+
 def _shadowed(key: str) -> bool:
     return f"AIRFLOW_VAR_{key.upper()}" in os.environ or f"AIRFLOW_VAR_{key}" in os.environ
 

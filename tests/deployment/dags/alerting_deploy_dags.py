@@ -1,0 +1,136 @@
+"""DAGs for the distributed deployment test: 24 mapped tasks that fail together, one root cause.
+
+Every mapped instance waits at a file barrier until all of them are running, then raises the
+same ``ConnectionError``, so their failure callbacks race on the same fingerprint from two
+Celery workers.  A second failure callback, placed after the ``AlertNotifier``, writes a marker
+file holding what the notifier decided in this process; the harness waits for all markers, so
+it knows every alert callback has finished (the run is "failed" before its callbacks are done).
+
+Settings come from the environment the harness gives every Airflow component:
+
+``ALERTING_DEPLOY_SYNC_DIR``
+    the directory for barrier and marker files (shared by all processes on this machine)
+``ALERTING_DEPLOY_TABLE_PREFIX``
+    the SQL state store's table prefix, unique per deployment
+``ALERTING_DEPLOY_WIDTH``
+    how many mapped instances (24)
+``ALERTING_DEPLOY_FOLLOWUP_WINDOW``
+    the medium throttle window, in seconds, of the ``alerting_deploy_sql_followup`` DAG
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import dag, task
+
+from airflow_alerting import AlertManager, AlertNotifier, AlertPolicy
+from airflow_alerting.state.sql import SqlStore
+from airflow_alerting.state.variables import VariableStore
+
+SYNC_DIR = Path(os.environ.get("ALERTING_DEPLOY_SYNC_DIR", "/tmp/alerting-deploy-sync"))
+TABLE_PREFIX = os.environ.get("ALERTING_DEPLOY_TABLE_PREFIX", "alerting_")
+WIDTH = int(os.environ.get("ALERTING_DEPLOY_WIDTH", "24"))
+FOLLOWUP_WINDOW = float(os.environ.get("ALERTING_DEPLOY_FOLLOWUP_WINDOW", "60"))
+#: the connection of the SQL state store (``AIRFLOW_CONN_ALERTING_STATE``)
+STATE_CONN_ID = "alerting_state"
+#: how long an instance waits for the others at the barrier before failing anyway
+BARRIER_TIMEOUT = 180.0
+ROOT_CAUSE = "database db-main.internal:5432 refused connection"
+
+
+def run_dir(run_id: str) -> Path:
+    """The barrier and marker directory of one DAG run."""
+    return SYNC_DIR / run_id
+
+
+def _wait_for_everyone(arrived: Path) -> None:
+    deadline = time.monotonic() + BARRIER_TIMEOUT
+    while sum(1 for _ in arrived.iterdir()) < WIDTH and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _marker_callback(notifier: AlertNotifier) -> Any:
+    """A failure callback recording ``notifier``'s outcome in this process (it runs after it)."""
+
+    def write_marker(context: dict[str, Any]) -> None:
+        ti = context["ti"]
+        outcome = notifier.last_outcome
+        record = {
+            "map_index": ti.map_index,
+            "hostname": ti.hostname,
+            "worker": os.environ.get("ALERTING_DEPLOY_WORKER"),
+            "pid": os.getpid(),
+            "finished_at": time.time(),
+            "fingerprint": outcome.fingerprint if outcome else None,
+            "severity": outcome.severity.label if outcome else None,
+            "channels": [
+                {
+                    "channel": item.channel,
+                    "send": item.decision.send,
+                    "reason": item.decision.reason.value,
+                    "delivered": item.delivery.ok if item.delivery is not None else None,
+                    "suppressed_count": item.decision.suppressed.count,
+                }
+                for item in (outcome.channels if outcome else ())
+            ],
+        }
+        done = run_dir(ti.run_id) / "done"
+        done.mkdir(parents=True, exist_ok=True)
+        partial = done / f".{ti.map_index}.tmp"
+        partial.write_text(json.dumps(record))
+        partial.rename(done / f"{ti.map_index}.json")  # atomic: the harness never reads half a file
+
+    return write_marker
+
+
+def _storm_dag(dag_id: str, manager: AlertManager, description: str) -> None:
+    notifier = AlertNotifier(manager=manager)
+
+    @dag(
+        dag_id=dag_id,
+        description=description,
+        schedule=None,
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        max_active_tasks=WIDTH,
+        tags=["alerting-deployment-test"],
+    )
+    def storm() -> None:
+        @task(retries=0, on_failure_callback=[notifier, _marker_callback(notifier)])
+        def call_database(shard: int, **context: Any) -> None:
+            arrived = run_dir(context["ti"].run_id) / "arrived"
+            arrived.mkdir(parents=True, exist_ok=True)
+            (arrived / str(shard)).touch()
+            _wait_for_everyone(arrived)
+            raise ConnectionError(ROOT_CAUSE)
+
+        call_database.expand(shard=list(range(WIDTH)))
+
+    storm()
+
+
+_storm_dag(
+    "alerting_deploy_sql",
+    AlertManager(store=SqlStore(STATE_CONN_ID, table_prefix=TABLE_PREFIX)),
+    "Default policy, exact SQL state store (PostgreSQL).",
+)
+_storm_dag(
+    "alerting_deploy_variables",
+    AlertManager(store=VariableStore()),
+    "Default policy, best-effort Variables state store.",
+)
+_storm_dag(
+    "alerting_deploy_sql_followup",
+    AlertManager(
+        AlertPolicy.from_dict({"throttle": {"windows": {"medium": FOLLOWUP_WINDOW}}}),
+        store=SqlStore(STATE_CONN_ID, table_prefix=TABLE_PREFIX),
+    ),
+    "SQL state store with a short medium window, so a second storm reports what the first folded in.",
+)
