@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_alerting.classify import Rule, SeverityClassifier, classify_error_severity
     from airflow_alerting.context import alert_from_context
-    from airflow_alerting.fingerprint import fingerprint
     from airflow_alerting.manager import AlertManager
     from airflow_alerting.matching import AlertMatcher
     from airflow_alerting.model import Alert, AlertKind, AlertOutcome, Severity
@@ -36,7 +35,6 @@ __all__ = [
     "SeverityRouter",
     "alert_from_context",
     "classify_error_severity",
-    "fingerprint",
 ]
 
 _LOCATIONS = {
@@ -55,7 +53,6 @@ _LOCATIONS = {
     "SeverityClassifier": "classify",
     "classify_error_severity": "classify",
     "alert_from_context": "context",
-    "fingerprint": "fingerprint",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time, timezone
+from datetime import datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -56,10 +56,19 @@ class BusinessHours:
 
     def __post_init__(self) -> None:
         ZoneInfo(self.timezone)  # fail at policy load on an unknown zone
+        if self.start == self.end:
+            raise ValueError("business hours: start and end must differ")
 
     def contains(self, moment: datetime) -> bool:
+        """``True`` inside the hours; ``end`` before ``start`` means the hours wrap past midnight."""
         local = moment.astimezone(ZoneInfo(self.timezone))
-        return local.isoweekday() in self.days and self.start <= local.time() < self.end
+        now = local.time()
+        if self.start < self.end:
+            return local.isoweekday() in self.days and self.start <= now < self.end
+        # a night shift (22:00-06:00) belongs to the day it started on
+        if now >= self.start:
+            return local.isoweekday() in self.days
+        return (local - timedelta(days=1)).isoweekday() in self.days and now < self.end
 
 
 def _rule(name: str, severity: Severity, description: str, **match: Any) -> Rule:
@@ -74,6 +83,12 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         Severity.MEDIUM,
         "the DAG run failed; its failed tasks alert on their own",
         kinds=("dag_failure",),
+    ),
+    _rule(
+        "scheduler_detected",
+        Severity.HIGH,
+        "the task died without raising (killed, OOM or heartbeat timeout, detected by the scheduler)",
+        no_exception=True,
     ),
     _rule(
         "disk_full",
@@ -92,12 +107,6 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         Severity.HIGH,
         "out of memory: retrying rarely helps",
         message_patterns=(r"out of memory", r"oomkilled", r"cannot allocate memory"),
-    ),
-    _rule(
-        "scheduler_detected",
-        Severity.HIGH,
-        "the task died without raising (killed, OOM or heartbeat timeout, detected by the scheduler)",
-        no_exception=True,
     ),
     _rule(
         "permission",
@@ -159,6 +168,12 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         exception_types=("AssertionError", "DataQualityError", "ValidationError"),
     ),
     _rule(
+        "sensor_timeout",
+        Severity.MEDIUM,
+        "a sensor gave up waiting",
+        exception_types=("AirflowSensorTimeout",),
+    ),
+    _rule(
         "transient_network",
         Severity.MEDIUM,
         "a transient network or upstream-service error",
@@ -176,12 +191,6 @@ DEFAULT_RULES: tuple[Rule, ...] = (
             r"rate limit",
             r"\b50[234]\b",
         ),
-    ),
-    _rule(
-        "sensor_timeout",
-        Severity.MEDIUM,
-        "a sensor gave up waiting",
-        exception_types=("AirflowSensorTimeout",),
     ),
 )
 
@@ -256,7 +265,9 @@ class SeverityClassifier:
         if alert.kind is AlertKind.TASK_FAILURE and alert.try_number > 1:
             reasons.append(f"final failure after {alert.try_number} tries")
 
-        severity = self._apply_impact(alert, severity, reasons)
+        if alert.kind is not AlertKind.DAG_FAILURE:
+            # a tier-1 DAG's failed tasks page on their own; its DAG-level alert must not page again
+            severity = self._apply_impact(alert, severity, reasons)
         if self.downstream_threshold and alert.downstream_count >= self.downstream_threshold:
             raised = severity.raised()
             if raised != severity:
@@ -326,5 +337,11 @@ def classify_error_severity(
 
     merged: dict[str, Any] = dict(context or {})
     merged["exception"] = exception
-    alert = alert_from_context(merged)
+    # without a task instance the kind cannot be inferred; an exception means a task failed
+    kind = (
+        None
+        if (merged.get("ti") or merged.get("task_instance") or merged.get("reason"))
+        else AlertKind.TASK_FAILURE
+    )
+    alert = alert_from_context(merged, kind=kind)
     return (classifier or SeverityClassifier()).classify(alert).severity

@@ -116,8 +116,9 @@ def _describe_exception(
         return (
             None,
             (),
-            f"Task failed without an exception in the worker (state {state or 'unknown'}; "
-            "killed, out of memory or heartbeat timeout, detected by the scheduler)",
+            # worded so that no message rule matches: the scheduler_detected rule decides these
+            f"Task failed without raising in the worker (state {state or 'unknown'}): the scheduler "
+            "detected it, e.g. the process was killed or stopped heartbeating",
         )
     return None, (), str(reason or "")
 

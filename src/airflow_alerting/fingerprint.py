@@ -24,8 +24,13 @@ _NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.I), "<url>"),
     (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "<email>"),
     (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"), "<ip>"),
-    (re.compile(r"\b(?:[0-9a-f]{1,4}:){2,7}[0-9a-f]{1,4}\b", re.I), "<ip>"),
-    (re.compile(r"(?:(?<=\s)|^)(?:/[\w.@-]+){2,}/?", re.M), "<path>"),
+    # IPv6: all eight groups, or a compressed form with "::" (fe80::1, ::1, 2001:db8::)
+    (
+        re.compile(r"(?<![\w:])(?:(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}|[0-9a-f:]*::[0-9a-f:]*)(?![\w:])", re.I),
+        "<ip>",
+    ),
+    # paths after a space, a quote, "(" or "=" ("No such file or directory: '/data/in/x.csv'")
+    (re.compile(r"(?:(?<=[\s'\"(=])|^)(?:/[\w.@-]+){2,}/?", re.M), "<path>"),
     (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>"),
     (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.I), "<hex>"),
     # host-3, worker_12, db7.internal: a name with a number in it is an instance, not a kind

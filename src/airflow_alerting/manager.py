@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from airflow_alerting import metrics
+from airflow_alerting import metrics, throttle
 from airflow_alerting.fingerprint import fingerprint as compute_fingerprint
 from airflow_alerting.model import (
     Alert,
@@ -326,14 +326,14 @@ class AlertManager:
         if not channels:
             return True
         now = self.clock()
-        from airflow_alerting import throttle
-
         window = self.policy.window_for(classification.severity)
+        try:
+            states = [self.store.channel_state(fp, name) for name in channels]
+        except StateUnavailableError:
+            return False  # like handle(): with the state store down, alerts go out
         return all(
-            not throttle.decide(
-                self.store.channel_state(fp, name), now=now, window=window, severity=classification.severity
-            ).send
-            for name in channels
+            not throttle.decide(state, now=now, window=window, severity=classification.severity).send
+            for state in states
         )
 
     # --- the pipeline ---------------------------------------------------------------------
@@ -396,18 +396,16 @@ class AlertManager:
         outcomes = list(held)
         for (notification, token), result in zip(to_send, delivered, strict=True):
             self._settle(notification, token, result, now)
-            if not result.ok:
-                self._to_outbox(notification, result, now)
             outcomes.append(ChannelOutcome(notification.channel, notification.decision, result))
         outcomes.extend(self._fallback(alert, severity, to_send, delivered, routing.channels))
         order = {name: i for i, name in enumerate(routing.channels)}
         outcomes.sort(key=lambda o: order.get(o.channel, len(order)))
         return self._finish(alert, classification, fp, escalation, outcomes, None)
 
-    def _to_outbox(self, notification: Notification, result: DeliveryResult, now: datetime) -> None:
-        """Keep a notification that failed after its retries, so a later sweep can redeliver it."""
+    def _to_outbox(self, notification: Notification, result: DeliveryResult, now: datetime) -> bool:
+        """Keep a notification that failed after its retries for a later sweep; ``True`` when queued."""
         if not result.retryable:
-            return  # a 4xx or a bad configuration will not heal by itself: recorded as failed instead
+            return False  # a 4xx or a bad configuration will not heal by itself: recorded as failed
         item = OutboxItem(
             id=uuid.uuid4().hex,
             channel=notification.channel,
@@ -419,7 +417,6 @@ class AlertManager:
         )
         try:
             self.store.outbox_add(item)
-            metrics.incr("outbox", "added")
         except StateUnavailableError as err:
             log.error(
                 "alert %s to %s lost: not delivered and the outbox is unavailable (%s)",
@@ -428,6 +425,9 @@ class AlertManager:
                 err,
             )
             metrics.incr("outbox", "lost")
+            return False
+        metrics.incr("outbox", "added")
+        return True
 
     def _fallback(
         self,
@@ -458,8 +458,6 @@ class AlertManager:
         )
         result = self._deliver_all([notification])[0]
         self._settle(notification, None, result, self.clock())
-        if not result.ok:
-            self._to_outbox(notification, result, self.clock())
         return [ChannelOutcome(fallback, notification.decision, result)]
 
     def _escalation(self, classification: Classification, count: int) -> Escalation | None:
@@ -502,23 +500,23 @@ class AlertManager:
     def _settle(
         self, notification: Notification, token: str | None, result: DeliveryResult, now: datetime
     ) -> None:
-        """Record the outcome of a send: keep or give back the window, open the incident."""
+        """Record the outcome of a send: keep or give back the window, queue failures, open the incident.
+
+        A retryable failure goes to the outbox and *keeps* the window: the message will still
+        arrive, and releasing the window too would let the next occurrence go out beside it.
+        A failure that cannot heal (a 4xx, a bad configuration) gives the window back, so the
+        next occurrence is not silenced by a message that never arrived.
+        """
         fp, name = notification.fingerprint, notification.channel
+        queued = False if result.ok else self._to_outbox(notification, result, now)
         try:
             if token is not None:
-                if result.ok:
+                if result.ok or queued:
                     self.store.confirm(fp, name, token)
                 else:
                     self.store.release(fp, name, token)
-            if (
-                result.ok
-                and self.policy.resolve_on_success
-                and notification.alert.kind
-                in (
-                    AlertKind.TASK_FAILURE,
-                    AlertKind.DAG_FAILURE,
-                )
-            ):
+            failure = notification.alert.kind in (AlertKind.TASK_FAILURE, AlertKind.DAG_FAILURE)
+            if result.ok and self.policy.resolve_on_success and failure:
                 self.store.open_incident(
                     OpenIncident(
                         incident_key=notification.alert.incident_key,
@@ -567,16 +565,17 @@ class AlertManager:
         outcomes = []
         for incident, notification, result in zip(incidents, notifications, results, strict=True):
             outcomes.append(ChannelOutcome(notification.channel, notification.decision, result))
-            if result.ok:
-                metrics.timing(
-                    (now - incident.opened_at).total_seconds(), "resolution_time", incident.channel
-                )
-            else:
-                # keep it open so the next success tries again: a missed resolve leaves a page ringing
-                try:
+            took = (now - incident.opened_at).total_seconds()
+            try:
+                if result.ok:
+                    metrics.timing(took, "resolution_time", incident.channel)
+                    # resolved: the next occurrence is a new incident and must not be throttled
+                    self.store.reset_window(incident.fingerprint, incident.channel)
+                else:
+                    # keep it open so the next success tries again: a missed resolve leaves a page ringing
                     self.store.open_incident(incident)
-                except StateUnavailableError:
-                    log.warning("could not re-open incident %s after a failed resolve", incident.fingerprint)
+            except StateUnavailableError as err:
+                log.warning("could not record the resolution of %s: %s", incident.fingerprint, err)
         fp = incidents[0].fingerprint
         return self._finish(
             alert, replace(classification, severity=incidents[0].severity), fp, None, outcomes, None
@@ -601,7 +600,7 @@ class AlertManager:
                     detail = (
                         "deadline exceeded"
                         if not future.done()
-                        else f"channel crashed: {future.exception()!r}"
+                        else f"channel crashed: {type(future.exception()).__name__}"
                     )
                     results.append(
                         DeliveryResult(notification.channel, ok=False, retryable=True, detail=detail)
@@ -625,7 +624,10 @@ class AlertManager:
             except Exception as err:  # a channel must not raise, but a buggy one must not cost the others
                 log.exception("channel %s raised", notification.channel)
                 result = DeliveryResult(
-                    notification.channel, ok=False, retryable=False, detail=repr(err)[:300]
+                    notification.channel,
+                    ok=False,
+                    retryable=False,
+                    detail=f"channel raised {type(err).__name__}",
                 )
             if result.ok or not result.retryable or attempt >= options.attempts:
                 break

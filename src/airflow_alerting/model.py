@@ -108,6 +108,9 @@ class Alert:
         """
         if self.kind is AlertKind.TASK_RETRY:
             return False
+        if self.kind is not AlertKind.TASK_FAILURE:
+            # DAG-level contexts carry the last task's try numbers, which say nothing about the DAG run
+            return True
         return self.try_number > self.max_tries
 
     @property

@@ -8,6 +8,7 @@ so a bad policy given to a notifier fails at DAG parse time.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -111,16 +112,19 @@ class AlertPolicy:
                 raise PolicyError(f"policy.throttle.windows.{severity.label}", "missing")
             if window < timedelta(0):
                 raise PolicyError(f"policy.throttle.windows.{severity.label}", "must not be negative")
-        routed = self.router.channel_names() | ({self.fallback_channel} if self.fallback_channel else set())
-        unknown = routed - set(self.channels) - set(BUILTIN_CHANNELS)
+        declared = set(self.channels) | set(BUILTIN_CHANNELS)
+        if self.fallback_channel is not None and self.fallback_channel not in declared:
+            raise PolicyError("policy.fallback_channel", f"undeclared channel {self.fallback_channel!r}")
+        unknown = self.router.channel_names() - declared
         if unknown:
             raise PolicyError(
                 "policy.routing", f"routes to undeclared channel(s): {', '.join(sorted(unknown))}"
             )
-        bad_fields = set(self.group_by) - set(GROUP_BY_FIELDS)
+        bad_fields = sorted(set(self.group_by) - set(GROUP_BY_FIELDS))
         if bad_fields or not self.group_by:
+            got = f"; unknown: {', '.join(bad_fields)}" if bad_fields else ""
             raise PolicyError(
-                "policy.throttle.group_by", f"must be a non-empty subset of {', '.join(GROUP_BY_FIELDS)}"
+                "policy.throttle.group_by", f"must be a non-empty subset of {', '.join(GROUP_BY_FIELDS)}{got}"
             )
         if self.escalation.after < 0:
             raise PolicyError("policy.escalation.after", "must not be negative")
@@ -153,18 +157,42 @@ class AlertPolicy:
             except OSError as err:
                 raise PolicyError(label, f"cannot read policy file: {err.strerror}") from err
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_policy_yaml_loader())  # a SafeLoader subclass: plain data only
         except yaml.YAMLError as err:
             raise PolicyError(label, f"invalid YAML: {err}") from err
         return cls.from_dict(data if data is not None else {}, path=label)
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*(-)?\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_MAX_DURATION_SECONDS = 10 * 365 * 86400
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def _policy_yaml_loader() -> Any:
+    """A SafeLoader without YAML 1.1's base-60 integers, so ``end: 18:00`` stays a time, not 1080."""
+    import yaml
+
+    class PolicyLoader(yaml.SafeLoader):
+        pass
+
+    int_tag = "tag:yaml.org,2002:int"
+    PolicyLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != int_tag]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    PolicyLoader.add_implicit_resolver(
+        int_tag,
+        re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+        list("-+0123456789"),
+    )
+    return PolicyLoader
 
 
 class _PolicyParser:
     """Validating conversion from plain data; every error names its path."""
+
+    def __init__(self) -> None:
+        self._known_channels: set[str] = set(BUILTIN_CHANNELS)
 
     def parse(self, data: Any, path: str) -> AlertPolicy:
         root = self._mapping(
@@ -182,6 +210,7 @@ class _PolicyParser:
             },
         )
         channels = self._channels(root.get("channels", {}), f"{path}.channels")
+        self._known_channels = set(channels) | set(BUILTIN_CHANNELS)
         throttle = self._mapping(root.get("throttle", {}), f"{path}.throttle", {"windows", "group_by"})
         windows = dict(DEFAULT_WINDOWS)
         for key, value in self._mapping(
@@ -236,7 +265,8 @@ class _PolicyParser:
             },
         )
         retry_raw = section.get("retry", "low")
-        retry = None if retry_raw == "silent" else self._severity(retry_raw, f"{path}.retry", allow="silent")
+        silent = isinstance(retry_raw, str) and retry_raw.strip().lower() == "silent"
+        retry = None if silent else self._severity(retry_raw, f"{path}.retry", allow="silent")
         hours = None
         lower_by = 0
         if section.get("business_hours") is not None:
@@ -245,22 +275,22 @@ class _PolicyParser:
                 f"{path}.business_hours",
                 {"timezone", "days", "start", "end", "off_hours_lower_by"},
             )
-            try:
-                hours = BusinessHours(
-                    timezone=str(hours_data.get("timezone", "UTC")),
-                    days=tuple(
-                        self._int(d, f"{path}.business_hours.days[{i}]", minimum=1, maximum=7)
-                        for i, d in enumerate(
-                            self._list(hours_data.get("days", [1, 2, 3, 4, 5]), f"{path}.business_hours.days")
-                        )
-                    ),
-                    start=self._time(hours_data.get("start", "09:00"), f"{path}.business_hours.start"),
-                    end=self._time(hours_data.get("end", "18:00"), f"{path}.business_hours.end"),
+            hpath = f"{path}.business_hours"
+            days = tuple(
+                self._int(d, f"{hpath}.days[{i}]", minimum=1, maximum=7)
+                for i, d in enumerate(self._list(hours_data.get("days", [1, 2, 3, 4, 5]), f"{hpath}.days"))
+            )
+            start = self._time(hours_data.get("start", "09:00"), f"{hpath}.start")
+            end = self._time(hours_data.get("end", "18:00"), f"{hpath}.end")
+            if start == end:
+                raise PolicyError(
+                    f"{hpath}.end", "must differ from start (an end before start wraps midnight)"
                 )
+            zone = str(hours_data.get("timezone", "UTC"))
+            try:
+                hours = BusinessHours(timezone=zone, days=days, start=start, end=end)
             except (KeyError, ValueError) as err:  # ZoneInfoNotFoundError is a KeyError
-                if isinstance(err, PolicyError):
-                    raise
-                raise PolicyError(f"{path}.business_hours.timezone", f"unknown time zone: {err}") from err
+                raise PolicyError(f"{hpath}.timezone", f"unknown time zone {zone!r}") from err
             lower_by = self._int(
                 hours_data.get("off_hours_lower_by", 1),
                 f"{path}.business_hours.off_hours_lower_by",
@@ -330,7 +360,16 @@ class _PolicyParser:
 
     def _matrix(self, data: Any, path: str) -> dict[Severity, tuple[str, ...]]:
         section = self._mapping(data, path, {s.label for s in Severity})
-        return {Severity.parse(k): tuple(self._strings(v, f"{path}.{k}")) for k, v in section.items()}
+        matrix = {}
+        for key, value in section.items():
+            names = self._strings(value, f"{path}.{key}")
+            for i, name in enumerate(names):
+                if name not in self._known_channels:
+                    raise PolicyError(
+                        f"{path}.{key}[{i}]", f"undeclared channel {name!r} (declare it under channels)"
+                    )
+            matrix[Severity.parse(key)] = tuple(names)
+        return matrix
 
     def _matcher(self, data: Any, path: str) -> AlertMatcher:
         lists = ("dag_ids", "task_ids", "tags", "owners", "exception_types", "message_patterns", "kinds")
@@ -436,16 +475,18 @@ class _PolicyParser:
         if isinstance(data, int | float):
             seconds = float(data)
         elif isinstance(data, str) and (m := _DURATION.match(data)):
-            seconds = float(m.group(1)) * _UNITS[m.group(2)]
+            seconds = float(m.group(2)) * _UNITS[m.group(3)] * (-1 if m.group(1) else 1)
         else:
             raise PolicyError(path, f"must be a duration (seconds or e.g. '90s', '5m', '1h'), got {data!r}")
         if seconds < 0:
             raise PolicyError(path, f"must not be negative, got {data!r}")
+        if not math.isfinite(seconds) or seconds > _MAX_DURATION_SECONDS:
+            raise PolicyError(path, f"must be a finite duration of at most 10 years, got {data!r}")
         return timedelta(seconds=seconds)
 
     @staticmethod
     def _time(data: Any, path: str) -> time:
-        try:
-            return time.fromisoformat(str(data))
-        except ValueError as err:
-            raise PolicyError(path, f"must be a time like '09:00', got {data!r}") from err
+        match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", str(data))
+        if match is None or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+            raise PolicyError(path, f"must be a time like '09:00', got {data!r}")
+        return time(int(match.group(1)), int(match.group(2)))

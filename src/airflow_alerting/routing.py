@@ -55,8 +55,15 @@ class SeverityRouter:
         """Return the channels for ``alert`` at ``severity`` and which route chose them."""
         for route in self.routes:
             why = route.match.explain(alert)
-            if why is not None and severity in route.matrix:
+            if why is None:
+                continue
+            if severity in route.matrix:
                 return RoutingResult(route.matrix[severity], f"route {route.name} ({why})")
+            # the first matching route owns the alert; severities it leaves out use the default matrix
+            return RoutingResult(
+                tuple(self.matrix.get(severity, ())),
+                f"route {route.name} ({why}) has no {severity.label} entry: default matrix",
+            )
         return RoutingResult(tuple(self.matrix.get(severity, ())), f"default matrix for {severity.label}")
 
     def channel_names(self) -> frozenset[str]:

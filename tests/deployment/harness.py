@@ -219,6 +219,8 @@ class StormResult:
     markers: list[dict[str, Any]]
     #: seconds from trigger to the last callback marker
     seconds: float
+    #: seconds between the first and the last instance raising the exception
+    failure_spread: float
 
     @property
     def fingerprints(self) -> set[str | None]:
@@ -247,6 +249,7 @@ class Deployment:
     broker_url: str
     worker_names: tuple[str, ...]
     width: int
+    concurrency: int
     followup_window: float
     components: list[Component] = field(default_factory=list)
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0, trust_env=False))
@@ -311,11 +314,11 @@ class Deployment:
             raise DeploymentError(f"{method} {path} -> {response.status_code}: {response.text[:1000]}")
         return response.json() if response.content else None
 
-    def trigger(self, dag_id: str) -> str:
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
         """Start a run of ``dag_id`` through the REST API; return its run id."""
         self._runs += 1
         run_id = f"storm_{self._runs}_{secrets.token_hex(4)}"
-        body = {"dag_run_id": run_id, "logical_date": None, "conf": {}}
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
         self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
         return run_id
 
@@ -342,13 +345,21 @@ class Deployment:
         return poll(f"{self.width} alert callbacks of run {run_id}", markers, timeout=timeout,
                     interval=0.2, alive=self.check_alive)  # fmt: skip
 
-    def run_storm(self, dag_id: str, *, timeout: float = 360.0) -> StormResult:
-        """Trigger ``dag_id``, wait for the run and for every instance's alert callback."""
+    def run_storm(
+        self, dag_id: str, *, not_before: float | None = None, timeout: float = 360.0
+    ) -> StormResult:
+        """Trigger ``dag_id``, wait for the run and for every instance's alert callback.
+
+        :param not_before: Unix time before which no instance may fail (they start and wait)
+        """
         started = time.monotonic()
-        run_id = self.trigger(dag_id)
+        run_id = self.trigger(dag_id, {"not_before": not_before} if not_before else None)
         state = self.wait_for_run(dag_id, run_id, timeout)
         markers = self.wait_for_callbacks(run_id)
-        return StormResult(dag_id, run_id, state, markers, time.monotonic() - started)
+        raised = [float(p.read_text()) for p in (self.sync_dir / run_id / "raised").iterdir()]
+        return StormResult(
+            dag_id, run_id, state, markers, time.monotonic() - started, max(raised) - min(raised)
+        )
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -461,7 +472,7 @@ def airflow_deployment(
             "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
             "AIRFLOW__CELERY__BROKER_URL": broker_url,
-            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{metadata_db}",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{metadata_db}",
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
             "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": str(max(16, 2 * width)),
@@ -489,6 +500,7 @@ def airflow_deployment(
         broker_url=broker_url,
         worker_names=worker_names,
         width=width,
+        concurrency=concurrency,
         followup_window=followup_window,
     )
     airflow = [sys.executable, "-m", "airflow"]
@@ -551,3 +563,92 @@ def _cleanup(deployment: Deployment) -> None:
         client.close()
     with _pg("postgres") as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{deployment.metadata_db}" WITH (FORCE)')
+
+
+# --- measurements -------------------------------------------------------------------------------
+
+
+def slack_messages_for(messages: list[dict[str, Any]], fingerprint: str) -> list[dict[str, Any]]:
+    """The Slack messages (as recorded by ``SlackServer.messages``) that carry ``fingerprint``."""
+    needle = f"Fingerprint: {fingerprint}"
+    return [m for m in messages if needle in json.dumps(m)]
+
+
+@dataclass(frozen=True)
+class DuplicateRate:
+    """Slack messages per storm with the Variables store, where exactly one would be right."""
+
+    messages_per_run: list[int]
+    reasons_per_run: list[dict[str, int]]
+    storm_seconds: list[float]
+    failure_spreads: list[float]
+    width: int
+    workers: int
+    concurrency: int
+
+    @property
+    def runs(self) -> int:
+        return len(self.messages_per_run)
+
+    @property
+    def extra_messages(self) -> int:
+        return sum(max(0, n - 1) for n in self.messages_per_run)
+
+    @property
+    def rate(self) -> float:
+        """Extra (duplicate) messages per storm."""
+        return self.extra_messages / self.runs if self.runs else 0.0
+
+    def report(self) -> str:
+        from importlib.metadata import version
+
+        lines = [
+            "Variables state store: duplicate Slack alerts for one root cause",
+            f"measured {time.strftime('%Y-%m-%d %H:%M:%S %Z')} with Airflow {version('apache-airflow-core')},"
+            f" CeleryExecutor ({self.workers} workers x {self.concurrency} slots, Redis broker,"
+            f" PostgreSQL metadata DB), {os.cpu_count()} CPUs",
+            f"storm: {self.width} mapped tasks failing together with the same ConnectionError,"
+            " retries=0, medium severity (Slack only), escalation off, state cleared before each run",
+            f"runs: {self.runs}",
+            f"slack messages per run: {self.messages_per_run}",
+            f"decisions per run (slack channel): {self.reasons_per_run}",
+            f"failure spread per run (s): {[round(s, 2) for s in self.failure_spreads]}",
+            f"storm duration per run (s): {[round(s, 1) for s in self.storm_seconds]}",
+            f"duplicate rate: {self.rate:.2f} extra messages per storm"
+            f" ({self.extra_messages} extra / {self.runs} runs; exact would be 0)",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) -> DuplicateRate:
+    """Run the Variables storm ``runs`` times, clearing state between runs; count Slack messages.
+
+    :param slack: the ``SlackServer`` the deployment's ``slack_api_default`` connection points at
+    """
+    counts: list[int] = []
+    reasons: list[dict[str, int]] = []
+    durations: list[float] = []
+    spreads: list[float] = []
+    for _ in range(runs):
+        deployment.clear_alerting_variables()
+        slack.clear()
+        result = deployment.run_storm(VARIABLES_DAG)
+        (fingerprint,) = result.fingerprints
+        counts.append(len(slack_messages_for(slack.messages, str(fingerprint))))
+        tally: dict[str, int] = {}
+        for decision in result.decisions("slack"):
+            key = f"sent/{decision['reason']}" if decision["send"] else decision["reason"]
+            tally[key] = tally.get(key, 0) + 1
+        reasons.append(dict(sorted(tally.items())))
+        durations.append(result.seconds)
+        spreads.append(result.failure_spread)
+    deployment.clear_alerting_variables()
+    return DuplicateRate(
+        counts,
+        reasons,
+        durations,
+        spreads,
+        deployment.width,
+        len(deployment.worker_names),
+        deployment.concurrency,
+    )

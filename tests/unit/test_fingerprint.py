@@ -74,14 +74,6 @@ def test_messages_that_differ_only_in_variable_parts_group(first: str, second: s
     assert normalise_message(first.splitlines()[0]) == normalise_message(second.splitlines()[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the IPv6 normaliser only matches the full 8-group form; compressed addresses ('2001:db8::1', "
-        "'fe80::1ff:fe23:4567:890a', '::1') are left mostly intact, so the same failure on two IPv6 hosts "
-        "gets two fingerprints ('<n>:db<n>::<n>' vs 'fe<n>::<n>ff:fe<n>:<n>:<n>a')"
-    ),
-)
 def test_compressed_ipv6_addresses_group() -> None:
     first = "connect to 2001:db8::1 refused"
     second = "connect to fe80::1ff:fe23:4567:890a refused"
@@ -89,15 +81,6 @@ def test_compressed_ipv6_addresses_group() -> None:
     assert fingerprint(make_alert(first)) == fingerprint(make_alert(second))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the path normaliser requires whitespace (or line start) before the path, so paths in quotes "
-        "are not normalised; Python's own OSError text quotes them (\"[Errno 2] No such file or directory: "
-        "'/data/in/orders.csv'\"), so every missing file gets its own fingerprint while the same paths "
-        "unquoted group"
-    ),
-)
 def test_quoted_paths_group_like_unquoted_ones() -> None:
     first = "[Errno 2] No such file or directory: '/data/in/orders.csv'"
     second = "[Errno 2] No such file or directory: '/data/in/customers.csv'"
@@ -178,7 +161,7 @@ def test_group_by_order_does_not_matter() -> None:
 
 @pytest.mark.parametrize("dropped", GROUP_BY_FIELDS)
 def test_each_group_by_field_takes_part(dropped: str) -> None:
-    changes = {
+    changes: dict[str, Any] = {
         "dag_id": {"dag_id": "other"},
         "task_id": {"task_id": "other"},
         "exception": {"exception_type": "KeyError"},

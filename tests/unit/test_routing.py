@@ -139,15 +139,6 @@ def test_first_matching_route_wins() -> None:
     assert "route by_tag" in result.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (code contradicts Route's docstring): Route says 'severities it leaves out fall back to the "
-        "default matrix' and SeverityRouter says 'first match wins', but SeverityRouter.route skips a "
-        "matching route that lacks the severity and keeps scanning, so a LATER route decides instead of "
-        "the default matrix"
-    ),
-)
 def test_first_matching_route_without_the_severity_falls_back_to_the_matrix_not_to_later_routes() -> None:
     critical_only = Route(
         "finance_pager",

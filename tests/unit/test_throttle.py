@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -294,7 +295,7 @@ def test_release_of_a_first_claim_leaves_nothing_sent() -> None:
 
 
 @pytest.mark.parametrize("operation", [throttle.confirm, throttle.release], ids=["confirm", "release"])
-def test_wrong_token_is_a_no_op(operation: Any) -> None:
+def test_wrong_token_is_a_no_op(operation: Callable[[ChannelState, str], ChannelState]) -> None:
     state, _ = claim(sent_at(-10), 0, token="mine")
 
     assert operation(state, "someone-elses") == state

@@ -6,7 +6,7 @@ import re
 import smtplib
 from collections.abc import Sequence
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, make_msgid, parseaddr
 from typing import TYPE_CHECKING, cast
 
 from airflow_alerting.channels._results import exception_failure, result
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 FINGERPRINT_HEADER = "X-Airflow-Alert-Fingerprint"
 _THREAD_DOMAIN = "airflow-alerting"
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_UNSAFE_DOMAIN_CHARS = re.compile(r"[^A-Za-z0-9.-]")
 _SERVER_TEXT_LIMIT = 120
 
 
@@ -87,15 +88,17 @@ class EmailChannel:
         :return: ``ok`` with ``external_id`` = the Message-ID; SMTP 4xx replies and dropped
             connections are ``retryable``, 5xx replies are not
         """
-        if not self.to:
+        # configured recipients win; otherwise the task's own ``email`` argument, as Airflow does
+        to = self.to or _recipients(notification.alert.emails)
+        if not to:
             return result(self.name, ok=False, retryable=False, detail="email: no recipients configured")
         try:
             content = render_email(notification)
-            return self._send(notification, content)
+            return self._send(notification, content, to)
         except Exception as exc:  # the Channel contract: report, never raise into the task
             return exception_failure(self.name, exc, action="email")
 
-    def _send(self, notification: Notification, content: EmailContent) -> DeliveryResult:
+    def _send(self, notification: Notification, content: EmailContent, to: tuple[str, ...]) -> DeliveryResult:
         from airflow.providers.smtp.hooks.smtp import SmtpHook
 
         action = f"email via {self.smtp_conn_id!r}"
@@ -106,13 +109,13 @@ class EmailChannel:
                 if not sender:
                     detail = f"{action}: no sender: set from_email or the connection's 'from_email' extra"
                     return result(self.name, ok=False, retryable=False, detail=detail)
-                message = self._message(notification, content, sender)
+                message = self._message(notification, content, sender, to)
                 # SmtpHook.send_email_smtp only builds single-part HTML mail, so the hook is used
                 # for what it is good at -- connecting, STARTTLS, auth -- and our multipart
                 # message goes through the client it connected.  It keeps that client in a
                 # private attribute; there is no public accessor.
                 client = cast("smtplib.SMTP", hook._smtp_client)
-                refused = client.send_message(message, from_addr=sender, to_addrs=list(self.to))
+                refused = client.send_message(message, from_addr=sender, to_addrs=list(to))
         except smtplib.SMTPRecipientsRefused as exc:
             return self._refused(action, exc.recipients, hook)
         except smtplib.SMTPResponseException as exc:
@@ -127,19 +130,23 @@ class EmailChannel:
         except Exception as exc:
             return exception_failure(self.name, exc, action=action, secrets=_secrets(hook))
         message_id = str(message["Message-ID"])
-        detail = f"{action}: sent to {len(self.to) - len(refused)} of {len(self.to)} recipients"
+        detail = f"{action}: sent to {len(to) - len(refused)} of {len(to)} recipients"
         if refused:
             detail += "; refused: " + ", ".join(sorted(refused))
         return result(self.name, ok=True, detail=detail, external_id=message_id, secrets=_secrets(hook))
 
-    def _message(self, notification: Notification, content: EmailContent, sender: str) -> EmailMessage:
+    def _message(
+        self, notification: Notification, content: EmailContent, sender: str, to: tuple[str, ...]
+    ) -> EmailMessage:
         message = EmailMessage()
         message["Subject"] = content.subject
         message["From"] = sender
-        message["To"] = ", ".join(self.to)
+        message["To"] = ", ".join(to)
         message["Date"] = formatdate(localtime=True)
-        # An explicit domain avoids make_msgid's reverse-DNS lookup of the local host name.
-        message["Message-ID"] = make_msgid(domain=_THREAD_DOMAIN)
+        # The sender's domain (as mail servers expect) also spares make_msgid its DNS lookup of
+        # the local host name, which can stall for seconds on badly configured workers.
+        domain = _UNSAFE_DOMAIN_CHARS.sub("", parseaddr(sender)[1].rpartition("@")[2])
+        message["Message-ID"] = make_msgid(domain=domain or _THREAD_DOMAIN)
         message["References"] = thread_id(notification.fingerprint)
         message["In-Reply-To"] = thread_id(notification.fingerprint)
         message[FINGERPRINT_HEADER] = header_safe(notification.fingerprint)

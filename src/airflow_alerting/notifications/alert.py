@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("airflow_alerting")
 
+
 class AlertNotifier(BaseNotifier):
     """Classify, route, throttle and deliver alerts for Airflow task and DAG callbacks.
 

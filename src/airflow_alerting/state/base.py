@@ -166,6 +166,11 @@ class StateStore(abc.ABC):
         """The delivery behind ``token`` failed: give the window and the suppressed counts back."""
 
     @abc.abstractmethod
+    def reset_window(self, fingerprint: str, channel: str) -> None:
+        """Forget the throttle state of (fingerprint, channel): the problem was resolved, so its
+        next occurrence is a new incident and must be sent."""
+
+    @abc.abstractmethod
     def channel_state(self, fingerprint: str, channel: str) -> throttle.ChannelState | None:
         """Read-only view used by :meth:`AlertManager.should_throttle`."""
 
@@ -298,6 +303,11 @@ class DocumentStore(StateStore):
             return
         doc["channels"][channel] = change(throttle.ChannelState.from_json(raw)).to_json()
         self._write(self.fingerprint_key(fingerprint), doc)
+
+    def reset_window(self, fingerprint: str, channel: str) -> None:
+        doc = self._fingerprint_doc(fingerprint)
+        if doc["channels"].pop(channel, None) is not None:
+            self._write(self.fingerprint_key(fingerprint), doc)
 
     def confirm(self, fingerprint: str, channel: str, token: str) -> None:
         self._update_channel(fingerprint, channel, lambda s: throttle.confirm(s, token))

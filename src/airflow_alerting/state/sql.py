@@ -308,6 +308,9 @@ def _schema(prefix: str) -> _Schema:
 # connections, and a pool inherited through fork() shares sockets with the parent
 _ENGINES: dict[str, tuple[int, Engine]] = {}
 _ENGINES_LOCK = threading.Lock()
+# engines inherited through fork(), kept referenced and never used: garbage-collecting their
+# connections in the child could close the parent's sockets (or SQLite handles) from under it
+_INHERITED: list[Engine] = []
 # (URL, prefix) pairs whose tables this process has created or found
 _READY: set[tuple[str, str]] = set()
 
@@ -320,8 +323,7 @@ def _engine_for(url: URL) -> Engine:
         if cached is not None and cached[0] == pid:
             return cached[1]
         if cached is not None:
-            # inherited from the parent: drop the pool without closing the parent's connections
-            cached[1].dispose(close=False)
+            _INHERITED.append(cached[1])
         engine = _create_engine(url)
         _ENGINES[key] = (pid, engine)
         return engine

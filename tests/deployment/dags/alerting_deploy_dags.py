@@ -1,10 +1,11 @@
 """DAGs for the distributed deployment test: 24 mapped tasks that fail together, one root cause.
 
-Every mapped instance waits at a file barrier until all of them are running, then raises the
-same ``ConnectionError``, so their failure callbacks race on the same fingerprint from two
-Celery workers.  A second failure callback, placed after the ``AlertNotifier``, writes a marker
-file holding what the notifier decided in this process; the harness waits for all markers, so
-it knows every alert callback has finished (the run is "failed" before its callbacks are done).
+Every mapped instance waits at a file barrier until all of them are running (and, if the run's
+conf has ``not_before``, until that Unix time), then raises the same ``ConnectionError``, so
+their failure callbacks race on the same fingerprint from two Celery workers.  A second failure
+callback, placed after the ``AlertNotifier``, writes a marker file holding what the notifier
+decided in this process; the harness waits for all markers, so it knows every alert callback
+has finished (the run is "failed" before its callbacks are done).
 
 Settings come from the environment the harness gives every Airflow component:
 
@@ -16,6 +17,8 @@ Settings come from the environment the harness gives every Airflow component:
     how many mapped instances (24)
 ``ALERTING_DEPLOY_FOLLOWUP_WINDOW``
     the medium throttle window, in seconds, of the ``alerting_deploy_sql_followup`` DAG
+``ALERTING_DEPLOY_WORKER``
+    set per Celery worker (``w1``, ``w2``); recorded in the markers
 """
 
 from __future__ import annotations
@@ -49,9 +52,11 @@ def run_dir(run_id: str) -> Path:
     return SYNC_DIR / run_id
 
 
-def _wait_for_everyone(arrived: Path) -> None:
+def _wait_for_everyone(arrived: Path, not_before: float) -> None:
     deadline = time.monotonic() + BARRIER_TIMEOUT
     while sum(1 for _ in arrived.iterdir()) < WIDTH and time.monotonic() < deadline:
+        time.sleep(0.01)
+    while time.time() < not_before:
         time.sleep(0.01)
 
 
@@ -105,10 +110,14 @@ def _storm_dag(dag_id: str, manager: AlertManager, description: str) -> None:
     def storm() -> None:
         @task(retries=0, on_failure_callback=[notifier, _marker_callback(notifier)])
         def call_database(shard: int, **context: Any) -> None:
-            arrived = run_dir(context["ti"].run_id) / "arrived"
+            directory = run_dir(context["ti"].run_id)
+            arrived, raised = directory / "arrived", directory / "raised"
             arrived.mkdir(parents=True, exist_ok=True)
+            raised.mkdir(parents=True, exist_ok=True)
             (arrived / str(shard)).touch()
-            _wait_for_everyone(arrived)
+            conf = context["dag_run"].conf or {}
+            _wait_for_everyone(arrived, float(conf.get("not_before", 0)))
+            (raised / str(shard)).write_text(repr(time.time()))
             raise ConnectionError(ROOT_CAUSE)
 
         call_database.expand(shard=list(range(WIDTH)))
@@ -116,20 +125,27 @@ def _storm_dag(dag_id: str, manager: AlertManager, description: str) -> None:
     storm()
 
 
+# Escalation is off: with the default rule (3 occurrences within 1 h) the 3rd mapped instance of
+# the same run escalates the storm to high, which adds an email and can add a second Slack message
+# (see the report in tests/deployment/README.md).  Everything else is the default policy.
+NO_ESCALATION: dict[str, Any] = {"escalation": {"after": 0}}
+
 _storm_dag(
     "alerting_deploy_sql",
-    AlertManager(store=SqlStore(STATE_CONN_ID, table_prefix=TABLE_PREFIX)),
-    "Default policy, exact SQL state store (PostgreSQL).",
+    AlertManager(
+        AlertPolicy.from_dict(NO_ESCALATION), store=SqlStore(STATE_CONN_ID, table_prefix=TABLE_PREFIX)
+    ),
+    "Exact SQL state store (PostgreSQL), default 15 min medium window.",
 )
 _storm_dag(
     "alerting_deploy_variables",
-    AlertManager(store=VariableStore()),
-    "Default policy, best-effort Variables state store.",
+    AlertManager(AlertPolicy.from_dict(NO_ESCALATION), store=VariableStore()),
+    "Best-effort Variables state store, default 15 min medium window.",
 )
 _storm_dag(
     "alerting_deploy_sql_followup",
     AlertManager(
-        AlertPolicy.from_dict({"throttle": {"windows": {"medium": FOLLOWUP_WINDOW}}}),
+        AlertPolicy.from_dict({**NO_ESCALATION, "throttle": {"windows": {"medium": FOLLOWUP_WINDOW}}}),
         store=SqlStore(STATE_CONN_ID, table_prefix=TABLE_PREFIX),
     ),
     "SQL state store with a short medium window, so a second storm reports what the first folded in.",

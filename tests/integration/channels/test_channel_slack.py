@@ -222,7 +222,9 @@ def test_connection_refused_is_retryable(via: str, monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize("via", ["api", "webhook"])
-def test_timeout_is_retryable_and_bounded(via: str, slack: SlackServer, request: pytest.FixtureRequest) -> None:
+def test_timeout_is_retryable_and_bounded(
+    via: str, slack: SlackServer, request: pytest.FixtureRequest
+) -> None:
     request.getfixturevalue("api" if via == "api" else "webhook_only")
     slack.stall_next(3)
 

@@ -44,6 +44,10 @@ def make(severity: Severity = Severity.HIGH, *, resolved: bool = False, **alert:
     )
 
 
+def _override(field: str, value: str) -> dict[str, Any]:
+    return {field: value}
+
+
 def test_subject() -> None:
     assert render_email(make()).subject == "[Airflow][HIGH] my_dag.load_warehouse failed"
     resolved = render_email(make(resolved=True, kind=AlertKind.TASK_SUCCESS))
@@ -76,7 +80,7 @@ def test_subject_is_stable_across_occurrences_of_one_fingerprint() -> None:
 )
 @pytest.mark.parametrize("field", ["title", "dag_id", "task_id"])
 def test_subject_has_no_line_breaks(hostile: str, field: str) -> None:
-    subject = render_email(make(**{field: hostile})).subject
+    subject = render_email(make(**_override(field, hostile))).subject
     assert "\r" not in subject and "\n" not in subject
     assert all(ch.isprintable() for ch in subject), repr(subject)
     assert len(subject) <= SUBJECT_LIMIT
@@ -96,7 +100,7 @@ def test_subject_is_bounded() -> None:
 )
 @pytest.mark.parametrize("field", ["message", "title", "run_id", "owner", "task_id"])
 def test_html_escapes_untrusted_text(payload: str, forbidden: str, escaped: str, field: str) -> None:
-    content = render_email(make(**{field: payload}))
+    content = render_email(make(**_override(field, payload)))
     assert forbidden not in content.html
     assert escaped in content.html
 
@@ -112,7 +116,7 @@ def test_html_escapes_untrusted_text(payload: str, forbidden: str, escaped: str,
 )
 @pytest.mark.parametrize("field", ["message", "title", "run_id"])
 def test_template_syntax_in_data_is_shown_literally(payload: str, field: str) -> None:
-    content = render_email(make(**{field: payload}))
+    content = render_email(make(**_override(field, payload)))
     # Jinja's autoescape turns quotes into entities; undo only that to compare literally.
     html = content.html.replace("&#39;", "'").replace("&#34;", '"')
     assert payload in html

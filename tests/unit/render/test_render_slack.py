@@ -92,12 +92,12 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("payload", HOSTILE)
-@pytest.mark.parametrize("field", ["message", "task_id", "run_id", "owner", "title", "exception_type", "reason"])
+@pytest.mark.parametrize(
+    "field", ["message", "task_id", "run_id", "owner", "title", "exception_type", "reason"]
+)
 def test_untrusted_text_is_escaped_everywhere(payload: str, field: str) -> None:
-    if field == "reason":
-        n = make(reasons=(payload,))
-    else:
-        n = make(**{field: payload})
+    overrides: dict[str, Any] = {"reasons": (payload,)} if field == "reason" else {field: payload}
+    n = make(**overrides)
     message = render_slack(n)
     rendered = list(all_strings(message))
     assert any("&lt;" in s or "&amp;" in s for s in rendered), rendered
@@ -188,7 +188,9 @@ def test_resolved_message_has_no_error_block() -> None:
 
 def test_code_fence_in_message_cannot_close_the_code_block() -> None:
     error = next(
-        b for b in render_slack(make(message="a ``` *bold* ``` b")).blocks if b.get("block_id") == ERROR_BLOCK_ID
+        b
+        for b in render_slack(make(message="a ``` *bold* ``` b")).blocks
+        if b.get("block_id") == ERROR_BLOCK_ID
     )
     body = error["text"]["text"]
     assert body.startswith("```") and body.endswith("```")

@@ -81,7 +81,9 @@ def make(
             "[CRITICAL] my_dag failed",
             id="dag-failure",
         ),
-        pytest.param(make(map_index=3), "[HIGH] my_dag.load_warehouse[3] failed: PermissionError", id="mapped"),
+        pytest.param(
+            make(map_index=3), "[HIGH] my_dag.load_warehouse[3] failed: PermissionError", id="mapped"
+        ),
         pytest.param(
             make(exception_type="airflow.exceptions.AirflowException"),
             "[HIGH] my_dag.load_warehouse failed: AirflowException",
@@ -163,14 +165,21 @@ def test_error_text_is_capped() -> None:
 @pytest.mark.parametrize(
     ("airflow_url", "log_url", "expected", "label"),
     [
-        ("https://af.example/dags/x", "https://af.example/log", "https://af.example/dags/x", "Open in Airflow"),
+        (
+            "https://af.example/dags/x",
+            "https://af.example/log",
+            "https://af.example/dags/x",
+            "Open in Airflow",
+        ),
         (None, "https://af.example/log", "https://af.example/log", "View log"),
         ("javascript:alert(1)", "https://af.example/log", "https://af.example/log", "View log"),
         (None, "/relative/log", None, "View log"),
         (None, None, None, "View log"),
     ],
 )
-def test_link_only_http_urls(airflow_url: str | None, log_url: str | None, expected: str | None, label: str) -> None:
+def test_link_only_http_urls(
+    airflow_url: str | None, log_url: str | None, expected: str | None, label: str
+) -> None:
     n = replace(make(log_url=log_url), airflow_url=airflow_url)
     assert text.link(n) == expected
     assert text.link_label(n) == label
@@ -194,7 +203,11 @@ def test_recovery_time() -> None:
         ("redis://:r3dis@cache:6379/0", "r3dis", "redis://:***@cache"),
         ("invalid_auth for xoxb-123456789012-abcdefABCDEF", "123456789012-abcdefABCDEF", "xoxb-***"),
         ("xoxp-1-2-3-deadbeef rejected", "deadbeef", "xoxp-***"),
-        ("POST https://hooks.slack.com/services/T000/B000/SeCrEt failed", "SeCrEt", "hooks.slack.com/services/***"),
+        (
+            "POST https://hooks.slack.com/services/T000/B000/SeCrEt failed",
+            "SeCrEt",
+            "hooks.slack.com/services/***",
+        ),
         ("login failed password=hunter22 user=bob", "hunter22", "user=bob"),
         ("GET /api?token=abc123&page=2", "abc123", "page=2"),
         ("DB_PASSWORD = 'quoted value' set", "quoted value", "DB_PASSWORD = ***"),

@@ -190,7 +190,7 @@ class SqlAgreesWithMemory(RuleBasedStateMachine):
 
 
 SqlAgreesWithMemory.TestCase.settings = settings(
-    max_examples=30,
+    max_examples=25,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
