@@ -565,10 +565,10 @@ class AlertManager:
         outcomes = []
         for incident, notification, result in zip(incidents, notifications, results, strict=True):
             outcomes.append(ChannelOutcome(notification.channel, notification.decision, result))
-            took = (now - incident.opened_at).total_seconds()
             try:
                 if result.ok:
-                    metrics.timing(took, "resolution_time", incident.channel)
+                    seconds_open = (now - incident.opened_at).total_seconds()
+                    metrics.timing(seconds_open, "resolution_time", incident.channel)
                     # resolved: the next occurrence is a new incident and must not be throttled
                     self.store.reset_window(incident.fingerprint, incident.channel)
                 else:

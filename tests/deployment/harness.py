@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.util
 import json
 import os
 import secrets
@@ -73,13 +74,14 @@ def services_unavailable() -> str | None:
                 pass
         except OSError as err:
             return f"{name} is not reachable on {host}:{port}: {err}"
-    try:
-        import celery  # noqa: F401
-        import psycopg2  # noqa: F401
-        import redis  # noqa: F401
-        from airflow.providers.celery.executors import celery_executor  # noqa: F401
-    except ImportError as err:
-        return f"the Celery provider, celery[redis] or psycopg2 is not installed: {err}"
+    # find_spec, not import: importing Airflow here would read the caller's Airflow configuration
+    missing = [
+        name
+        for name in ("airflow.providers.celery", "celery", "redis", "psycopg2", "asyncpg")
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        return f"not installed: {', '.join(missing)} (pip install -e '.[dev]')"
     return None
 
 
@@ -187,17 +189,24 @@ def _wait_until_gone(components: list[Component], sessions: set[int], timeout: f
         time.sleep(0.1)
 
 
-def stop_components(components: list[Component], *, grace: float = 30.0) -> list[str]:
-    """Stop ``components`` and everything in their sessions: SIGTERM, then SIGKILL after ``grace``.
+def stop_components(components: list[Component], *, grace: float = 20.0) -> list[str]:
+    """Stop ``components`` and everything in their sessions; return what is still alive afterwards.
 
-    :return: the processes still alive afterwards (empty when everything is gone)
+    Each leader gets SIGTERM first, so it can shut its own children down (a Celery worker's warm
+    shutdown); after ``grace`` seconds whatever is left in the sessions gets SIGTERM, then SIGKILL.
+
+    :return: descriptions of surviving processes (empty when everything is gone)
     """
     sessions = {c.session for c in components}
-    for component in reversed(components):  # workers and scheduler first, the API server last
-        _signal_sessions({component.session}, signal.SIGTERM)
+    for component in reversed(components):  # workers first, the API server last
+        if component.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                component.process.send_signal(signal.SIGTERM)
     if not _wait_until_gone(components, sessions, grace):
-        _signal_sessions(sessions, signal.SIGKILL)
-        _wait_until_gone(components, sessions, 10.0)
+        _signal_sessions(sessions, signal.SIGTERM)
+        if not _wait_until_gone(components, sessions, 5.0):
+            _signal_sessions(sessions, signal.SIGKILL)
+            _wait_until_gone(components, sessions, 10.0)
     for component in components:
         with contextlib.suppress(subprocess.TimeoutExpired):
             component.process.wait(timeout=5)
@@ -595,6 +604,11 @@ class DuplicateRate:
         return sum(max(0, n - 1) for n in self.messages_per_run)
 
     @property
+    def lost_runs(self) -> int:
+        """Storms that produced no Slack message at all (a lost alert)."""
+        return sum(1 for n in self.messages_per_run if n == 0)
+
+    @property
     def rate(self) -> float:
         """Extra (duplicate) messages per storm."""
         return self.extra_messages / self.runs if self.runs else 0.0
@@ -616,6 +630,7 @@ class DuplicateRate:
             f"storm duration per run (s): {[round(s, 1) for s in self.storm_seconds]}",
             f"duplicate rate: {self.rate:.2f} extra messages per storm"
             f" ({self.extra_messages} extra / {self.runs} runs; exact would be 0)",
+            f"lost alerts: {self.lost_runs} of {self.runs} storms sent no message at all",
         ]
         return "\n".join(lines) + "\n"
 

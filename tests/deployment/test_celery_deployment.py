@@ -142,5 +142,6 @@ def test_variables_store_duplicate_rate(deployment: Deployment, slack: SlackServ
     print("\n" + report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(report)
-    for count in measured.messages_per_run:
-        assert 1 <= count <= deployment.width
+    assert all(count <= deployment.width for count in measured.messages_per_run), report
+    # duplicates are a nuisance, a lost alert is an incident: every storm must reach Slack
+    assert measured.lost_runs == 0, report

@@ -182,3 +182,32 @@ def test_airflow_dags_test_cli_routes_and_exits_nonzero(alerting: Any, airflow_d
     assert len(alerting.servers.slack.messages) == 1
     assert len(alerting.servers.smtp.messages) == 1
     assert "scenario_high.load" in alerting.servers.slack.messages[0]["text"]
+
+
+def test_a_shadowed_state_variable_never_suppresses_alerts(
+    alerting: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow_alerting.fingerprint import fingerprint
+    from airflow_alerting.model import Alert
+
+    key = "alerting.fp." + fingerprint(
+        Alert(
+            dag_id="scenario_high",
+            task_id="load",
+            exception_type="PermissionError",
+            message="permission denied for table analytics.orders",
+        )
+    )
+    # an operator's AIRFLOW_VAR_* (or a secrets backend) holding a state document that says
+    # "just sent": Airflow reads it and silently ignores every write to the key
+    just_sent = {"last_sent_at": alerting.clock.now.isoformat(), "last_sent_severity": "high"}
+    frozen = {"fingerprint": key, "seen": [], "occurrences": [], "channels": {"slack": just_sent}}
+    monkeypatch.setenv(f"AIRFLOW_VAR_{key.upper()}", json.dumps(frozen))
+
+    with caplog.at_level("WARNING", logger="airflow_alerting"):
+        alerting.run("scenario_high")
+        alerting.run("scenario_high", advance=timedelta(minutes=1))
+
+    assert len(alerting.servers.slack.messages) == 2, "a frozen document must not throttle: fail open"
+    assert {e.reason for e in alerting.history() if e.channel == "slack"} == {"state_unavailable"}
+    assert "shadowed" in caplog.text

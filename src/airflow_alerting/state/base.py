@@ -280,6 +280,7 @@ class DocumentStore(StateStore):
     ) -> Claim:
         doc = self._fingerprint_doc(fingerprint)
         raw = doc["channels"].get(channel)
+        before = dict(raw) if isinstance(raw, dict) else None
         state = throttle.ChannelState.from_json(raw) if isinstance(raw, dict) else None
         decision = throttle.decide(state, now=now, window=window, severity=severity, escalated=escalated)
         token = uuid.uuid4().hex
@@ -288,12 +289,17 @@ class DocumentStore(StateStore):
         )
         doc["channels"][channel] = new_state.to_json()
         self._write(self.fingerprint_key(fingerprint), doc)
-        if not decision.send:
-            return Claim(decision)
-        return self._after_claim_written(fingerprint, channel, Claim(decision, token))
+        claim = Claim(decision, token if decision.send else None)
+        return self._after_claim_written(fingerprint, channel, claim, before)
 
-    def _after_claim_written(self, fingerprint: str, channel: str, claim: Claim) -> Claim:
-        """Hook for stores that verify a written claim survived concurrent writers."""
+    def _after_claim_written(
+        self, fingerprint: str, channel: str, claim: Claim, before: dict[str, Any] | None
+    ) -> Claim:
+        """Hook for stores that verify a written claim (or counted suppression) took effect.
+
+        :param claim: the decision; ``claim.token`` is set when it is to send
+        :param before: the channel's stored state as read before the claim was written
+        """
         return claim
 
     def _update_channel(self, fingerprint: str, channel: str, change: Any) -> None:

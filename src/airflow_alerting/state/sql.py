@@ -537,6 +537,16 @@ class SqlStore(StateStore):
         """
         self._run("release", lambda: self._release(_key(fingerprint), _key(channel), token))
 
+    def reset_window(self, fingerprint: str, channel: str) -> None:
+        """Forget the throttle state of (fingerprint, channel) so its next occurrence is sent as new.
+
+        A claim pending on it is forgotten too: its confirm or release then changes nothing.
+
+        :param fingerprint: the alert's fingerprint
+        :param channel: the channel name
+        """
+        self._run("reset_window", lambda: self._reset_window(_key(fingerprint), _key(channel)))
+
     def channel_state(self, fingerprint: str, channel: str) -> throttle.ChannelState | None:
         """The stored state of one (fingerprint, channel), as written (an expired claim is not rolled back).
 
@@ -1028,6 +1038,13 @@ class SqlStore(StateStore):
             if result.rowcount == 1:
                 return
         raise StateUnavailableError(f"release on {fingerprint}/{channel} kept conflicting with other writers")
+
+    def _reset_window(self, fingerprint: str, channel: str) -> None:
+        import sqlalchemy as sa
+
+        t = self._schema().channel_state
+        with self._begin() as conn:
+            conn.execute(sa.delete(t).where(t.c.fingerprint == fingerprint, t.c.channel == channel))
 
     def _channel_state(self, fingerprint: str, channel: str) -> throttle.ChannelState | None:
         import sqlalchemy as sa

@@ -85,22 +85,32 @@ class VariableStore(DocumentStore):
 
     # --- claim verification ---------------------------------------------------------------
 
-    def _after_claim_written(self, fingerprint: str, channel: str, claim: Claim) -> Claim:
-        if self.verify_delay > 0:
+    def _after_claim_written(
+        self, fingerprint: str, channel: str, claim: Claim, before: dict[str, Any] | None
+    ) -> Claim:
+        sending = claim.token is not None
+        if sending and self.verify_delay > 0:
+            # give a racing writer time to land, so the last writer (the winner) is what we read
             time.sleep(random.uniform(self.verify_delay, 2 * self.verify_delay))
         key = self.fingerprint_key(fingerprint)
-        stored = self._read(key) or {}
-        stored_token = (stored.get("channels", {}).get(channel) or {}).get("claim_token")
-        if stored_token == claim.token:
+        stored = (self._read(key) or {}).get("channels", {}).get(channel)
+        stored_token = stored.get("claim_token") if isinstance(stored, dict) else None
+        if sending and stored_token == claim.token:
             return claim
-        if stored_token is None and _shadowed(key):
-            # writes are being ignored: never let that suppress alerts; the manager fails open (capped)
-            raise StateUnavailableError(
-                f"Variable {key} is shadowed by AIRFLOW_VAR_{key.upper()} or a secrets backend; "
-                "alerting state cannot be stored there"
+        if stored == before or _shadowed(key):
+            # Our write left no trace: an AIRFLOW_VAR_* variable or a secrets backend shadows the
+            # key and Airflow ignores writes to it.  Failing open (capped) is safer than obeying
+            # a frozen document that could suppress this alert forever.
+            log.warning(
+                "alerting state Variable %s is shadowed by AIRFLOW_VAR_%s or a secrets backend; "
+                "remove it there, alerts fail open until then",
+                key,
+                key.upper(),
             )
-        if stored_token is None:
-            raise StateUnavailableError(f"claim written to Variable {key} did not persist")
+            metrics.incr("state_shadowed")
+            raise StateUnavailableError(f"Variable {key} is shadowed; alerting state cannot be stored there")
+        if not sending:
+            return claim
         metrics.incr("claim_lost")
         return Claim(Decision(False, DecisionReason.IN_FLIGHT, detail="another worker claimed this alert"))
 

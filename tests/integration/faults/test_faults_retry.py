@@ -117,7 +117,7 @@ def test_backoff_is_capped(faults: Faults) -> None:
 
 
 @pytest.mark.parametrize("channel", ["slack", "pagerduty", "email"])
-def test_failing_every_attempt_goes_to_the_outbox_and_releases_the_claim(
+def test_failing_every_attempt_goes_to_the_outbox_and_keeps_the_window(
     faults: Faults, channel: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="airflow_alerting")
@@ -144,13 +144,20 @@ def test_failing_every_attempt_goes_to_the_outbox_and_releases_the_claim(
     assert faults.metrics.count("outbox", "added") == 1
     assert any("not delivered" in r.getMessage() for r in caplog.records)
 
-    # the window was given back: the next occurrence (well inside the 5 min window) goes out
+    # the notification is queued, so the window is kept (AlertManager._settle): the next
+    # occurrence inside it is folded in rather than sent beside the queued one ...
     faults.clock.advance(seconds=30)
     second = manager.handle(failure(2), severity=Severity.HIGH)
 
-    assert reasons(second) == {channel: DecisionReason.FIRST}
-    assert second.sent_to == (channel,)
+    assert reasons(second) == {channel: DecisionReason.THROTTLED}
+    assert delivered_count(faults, channel) == 0
+    # ... and once the outbox is due, the next alert's sweep delivers the first one: exactly once
+    faults.clock.advance(minutes=2)
+    third = manager.handle(failure(3), severity=Severity.HIGH)
+
+    assert reasons(third) == {channel: DecisionReason.THROTTLED}
     assert delivered_count(faults, channel) == 1
+    assert store.outbox() == []
 
 
 # --- 2. 429 + Retry-After ----------------------------------------------------------------------
@@ -205,13 +212,13 @@ def test_retry_after_is_honoured_by_every_channel_independently(faults: Faults) 
         routed_to("slack", "pagerduty", "email", severity="critical"),
         delivery=DeliveryOptions(attempts=2, deadline=6, backoff_base=0.01, backoff_cap=0.02),
     )
-    faults.slack.fail_next(429, retry_after=2)
+    faults.slack.fail_next(429, retry_after=1)
 
     outcome = manager.handle(failure(), severity=Severity.CRITICAL)
 
     assert set(outcome.sent_to) == {"slack", "pagerduty", "email"}
     slack_post = posts(faults.slack)[-1].received_at
-    assert faults.pagerduty.requests[0].received_at < slack_post - 1.5
+    assert faults.pagerduty.requests[0].received_at < slack_post - 0.8
 
 
 # --- 3. 4xx and Slack ok:false: one request, no retry, no outbox ------------------------------

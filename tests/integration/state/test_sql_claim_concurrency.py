@@ -127,6 +127,7 @@ def claim_rounds(queue: Any, index: int, store: SqlStore, barrier: Barrier, roun
         queue.put(f"process {index}: {exc!r}")
 
 
+@pytest.mark.timeout(1800)  # the full 32 x 200 takes minutes on a 2-core machine
 def test_exactly_one_winner_per_round(
     store: SqlStore, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -264,6 +264,22 @@ def test_expired_lease_with_a_zero_window(store: SqlStore) -> None:
     assert state is not None and state.previous_sent_at == T0
 
 
+def test_reset_window_forgets_the_key(store: SqlStore) -> None:
+    store.confirm("fp", "chat", claim(store, T0).token)
+    claim(store, T0 + US)
+    pending = claim(store, T0, channel="mail")
+    assert claim(store, T0, channel="mail").decision.reason is DecisionReason.IN_FLIGHT
+
+    store.reset_window("fp", "chat")
+    store.reset_window("fp", "mail")
+    store.reset_window("fp", "never-seen")
+    assert store.channel_state("fp", "chat") is None
+    again = claim(store, T0 + 2 * US)
+    assert again.decision.reason is DecisionReason.FIRST and again.decision.suppressed.count == 0
+    store.confirm("fp", "mail", pending.token)  # the forgotten claim's confirm changes nothing
+    assert store.channel_state("fp", "mail") is None
+
+
 def test_keys_are_independent_and_case_sensitive(store: SqlStore) -> None:
     assert claim(store, T0, fingerprint="abc").decision.send
     assert claim(store, T0, fingerprint="ABC").decision.send

@@ -164,6 +164,14 @@ class SqlAgreesWithMemory(RuleBasedStateMachine):
             self.memory.release(claim.fingerprint, claim.channel, claim.memory_token)
             _SQL.release(claim.fingerprint, claim.channel, claim.sql_token)
 
+    @rule(fingerprint=st.sampled_from(FINGERPRINTS), channel=st.sampled_from(sorted(WINDOWS)))
+    def reset_window(self, fingerprint: str, channel: str) -> None:
+        fp = self.fp(fingerprint)
+        self.memory.reset_window(fp, channel)
+        _SQL.reset_window(fp, channel)
+        # a new incident: the next send is not measured against the ones before
+        self.last_kept.pop((fp, channel), None)
+
     @rule(step=st.sampled_from(STEPS))
     def advance_clock(self, step: timedelta) -> None:
         self.now += step
