@@ -42,6 +42,7 @@ from airflow_alerting.model import (
     notification_to_json,
 )
 from airflow_alerting.policy import AlertPolicy, PolicyError
+from airflow_alerting.render.redact import sanitize
 from airflow_alerting.state.base import OpenIncident, OutboxItem, StateStore, StateUnavailableError
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ log = logging.getLogger("airflow_alerting")
 NO_CHANNEL = "-"
 
 
+#: an outbox sweep needs at least this much of the callback's deadline left to start
+MIN_SWEEP_SECONDS = 1.0
 #: how long an undeliverable notification stays in the outbox before it is given up (and logged)
 OUTBOX_MAX_AGE = timedelta(hours=24)
 
@@ -185,26 +188,36 @@ class AlertManager:
         try:
             # the manager's clock is the one authority on time (tests freeze it, stores compare with it)
             alert = replace(alert, occurred_at=self.clock())
-            outcome = self._resolve(alert) if alert.kind.is_recovery else self._notify(alert, severity)
+            # one deadline for everything this callback does: deliveries, fallback, outbox sweep
+            deadline = time.monotonic() + self.delivery.deadline
+            if alert.kind.is_recovery:
+                outcome = self._resolve(alert, deadline)
+            else:
+                outcome = self._notify(alert, severity, deadline)
         except Exception as err:  # the last line of defence: an alerting bug must not fail the task
-            log.exception("alerting pipeline failed for %s", alert.source)
+            log.error("alerting pipeline failed for %s: %s", alert.source, _scrubbed_traceback(err))
             metrics.incr("errors")
             classification = Classification(
                 severity or Severity.HIGH, (f"pipeline error: {type(err).__name__}",)
             )
             return AlertOutcome(alert, classification, "", ())
         # every callback also sweeps the outbox, so an outage heals at the next alert
-        self.redeliver_outbox()
+        self.redeliver_outbox(deadline=deadline)
         return outcome
 
-    def redeliver_outbox(self, limit: int = 20) -> list[ChannelOutcome]:
+    def redeliver_outbox(self, limit: int = 20, *, deadline: float | None = None) -> list[ChannelOutcome]:
         """Try again to deliver notifications that failed earlier.  Never raises.
 
-        Called after every alert and by the ``alerting_maintenance`` DAG.  Items keep backing
-        off (2, 4, 8 ... 60 min) until delivered or older than :data:`OUTBOX_MAX_AGE`.
+        Called after every alert and by the ``alerting_maintenance`` DAG.  An item that fails
+        again backs off 2, 4, 8 ... 60 min until delivered or older than :data:`OUTBOX_MAX_AGE`.
 
         :param limit: items to take in one sweep
+        :param deadline: ``time.monotonic()`` value to finish by; the delivery deadline from now if omitted
         """
+        if deadline is None:
+            deadline = time.monotonic() + self.delivery.deadline
+        if deadline - time.monotonic() < MIN_SWEEP_SECONDS:
+            return []  # not enough time left to deliver anything; the next sweep will
         now = self.clock()
         try:
             items = self.store.outbox_claim(now=now, limit=limit, lease=self.policy.lease)
@@ -226,7 +239,7 @@ class AlertManager:
                     decision=replace(original.decision, reason=DecisionReason.REDELIVERED, detail=detail),
                 )
             )
-        results = self._deliver_all(notifications)
+        results = self._deliver_all(notifications, deadline)
         outcomes = []
         for item, notification, result in zip(items, notifications, results, strict=True):
             outcome = ChannelOutcome(notification.channel, notification.decision, result)
@@ -257,7 +270,9 @@ class AlertManager:
                 result.detail,
             )
         else:
-            backoff = timedelta(minutes=min(60, 2 ** min(item.attempts, 6)))
+            # wait as long as it has already waited, plus a minute: 2, 4, 8 ... 60 min between sweeps
+            waited = now - item.created_at + timedelta(minutes=1)
+            backoff = min(max(waited, timedelta(minutes=2)), timedelta(hours=1))
             self.store.outbox_update(
                 replace(
                     item,
@@ -338,7 +353,7 @@ class AlertManager:
 
     # --- the pipeline ---------------------------------------------------------------------
 
-    def _notify(self, alert: Alert, forced: Severity | None) -> AlertOutcome:
+    def _notify(self, alert: Alert, forced: Severity | None, deadline: float) -> AlertOutcome:
         now = self.clock()
         if forced is not None:
             classification = Classification(forced, (f"severity {forced.label} given by the caller",))
@@ -392,12 +407,12 @@ class AlertManager:
             else:
                 held.append(ChannelOutcome(name, decision))
 
-        delivered = self._deliver_all([n for n, _ in to_send])
+        delivered = self._deliver_all([n for n, _ in to_send], deadline)
         outcomes = list(held)
         for (notification, token), result in zip(to_send, delivered, strict=True):
             self._settle(notification, token, result, now)
             outcomes.append(ChannelOutcome(notification.channel, notification.decision, result))
-        outcomes.extend(self._fallback(alert, severity, to_send, delivered, routing.channels))
+        outcomes.extend(self._fallback(severity, to_send, delivered, routing.channels, deadline))
         order = {name: i for i, name in enumerate(routing.channels)}
         outcomes.sort(key=lambda o: order.get(o.channel, len(order)))
         return self._finish(alert, classification, fp, escalation, outcomes, None)
@@ -409,7 +424,14 @@ class AlertManager:
         item = OutboxItem(
             id=uuid.uuid4().hex,
             channel=notification.channel,
-            notification=notification_to_json(notification),
+            # the stored copy holds only what a renderer would show: secrets masked
+            notification=notification_to_json(
+                replace(
+                    notification,
+                    alert=replace(notification.alert, message=sanitize(notification.alert.message)),
+                )
+            ),
+            incident_key=notification.alert.incident_key,
             created_at=now,
             next_attempt_at=now + timedelta(minutes=1),
             attempts=result.attempts,
@@ -431,20 +453,18 @@ class AlertManager:
 
     def _fallback(
         self,
-        alert: Alert,
         severity: Severity,
         sent: Sequence[tuple[Notification, str | None]],
         results: Sequence[DeliveryResult],
         routed: Sequence[str],
+        deadline: float,
     ) -> list[ChannelOutcome]:
         """Deliver a critical alert to the fallback channel when one of its channels failed."""
         fallback = self.policy.fallback_channel
         failed = [n.channel for (n, _), r in zip(sent, results, strict=True) if not r.ok]
-        delivered = {n.channel for (n, _), r in zip(sent, results, strict=True) if r.ok}
-        if fallback is None or severity is not Severity.CRITICAL or not failed or fallback in delivered:
+        # a routed fallback already got (or was throttled, or queued) this alert in this callback
+        if fallback is None or severity is not Severity.CRITICAL or not failed or fallback in routed:
             return []
-        if fallback in failed and len(failed) == 1:
-            return []  # the fallback itself was the only failure
         template = sent[0][0]
         notification = replace(
             template,
@@ -456,7 +476,7 @@ class AlertManager:
                 detail=f"{', '.join(failed)} failed",
             ),
         )
-        result = self._deliver_all([notification])[0]
+        result = self._deliver_all([notification], deadline)[0]
         self._settle(notification, None, result, self.clock())
         return [ChannelOutcome(fallback, notification.decision, result)]
 
@@ -531,7 +551,7 @@ class AlertManager:
             log.warning("could not record delivery of %s to %s: %s", fp, name, err)
             metrics.incr("state_unavailable")
 
-    def _resolve(self, alert: Alert) -> AlertOutcome:
+    def _resolve(self, alert: Alert, deadline: float) -> AlertOutcome:
         now = self.clock()
         classification = Classification(Severity.LOW, ("the task succeeded",))
         if not self.policy.resolve_on_success:
@@ -542,6 +562,17 @@ class AlertManager:
             log.warning("alerting state unavailable (%s): cannot resolve %s", err, alert.incident_key)
             metrics.incr("state_unavailable")
             return AlertOutcome(alert, classification, "", ())
+        try:
+            superseded = self.store.outbox_drop(alert.incident_key)
+        except StateUnavailableError as err:
+            log.warning("could not clear the outbox for %s: %s", alert.incident_key, err)
+            superseded = 0
+        if superseded:
+            # an alert still waiting for redelivery would arrive after the recovery and reopen it
+            log.info(
+                "%d undelivered alert(s) for %s dropped: the task recovered", superseded, alert.incident_key
+            )
+            metrics.incr("outbox", "superseded", count=superseded)
         if not incidents:
             return AlertOutcome(alert, classification, "", ())
         notifications = []
@@ -561,7 +592,7 @@ class AlertManager:
                     opened_at=incident.opened_at,
                 )
             )
-        results = self._deliver_all(notifications)
+        results = self._deliver_all(notifications, deadline)
         outcomes = []
         for incident, notification, result in zip(incidents, notifications, results, strict=True):
             outcomes.append(ChannelOutcome(notification.channel, notification.decision, result))
@@ -583,11 +614,10 @@ class AlertManager:
 
     # --- delivery -------------------------------------------------------------------------
 
-    def _deliver_all(self, notifications: Sequence[Notification]) -> list[DeliveryResult]:
-        """Deliver concurrently under the deadline; a hung channel yields a retryable failure."""
+    def _deliver_all(self, notifications: Sequence[Notification], deadline: float) -> list[DeliveryResult]:
+        """Deliver concurrently until ``deadline`` (monotonic); a hung channel yields a retryable failure."""
         if not notifications:
             return []
-        deadline = time.monotonic() + self.delivery.deadline
         pool = ThreadPoolExecutor(max_workers=len(notifications), thread_name_prefix="alerting")
         try:
             futures = [pool.submit(self._deliver_one, n, deadline) for n in notifications]
@@ -622,7 +652,7 @@ class AlertManager:
             try:
                 result = channel.deliver(notification)
             except Exception as err:  # a channel must not raise, but a buggy one must not cost the others
-                log.exception("channel %s raised", notification.channel)
+                log.error("channel %s raised: %s", notification.channel, _scrubbed_traceback(err))
                 result = DeliveryResult(
                     notification.channel,
                     ok=False,
@@ -744,6 +774,13 @@ class AlertManager:
                 f"{base}/dags/{quote(alert.dag_id)}/runs/{quote(alert.run_id)}/tasks/{quote(alert.task_id)}"
             )
         return f"{base}/dags/{quote(alert.dag_id)}"
+
+
+def _scrubbed_traceback(err: BaseException) -> str:
+    """The traceback with secrets masked: exception text can carry URLs with passwords or tokens."""
+    import traceback
+
+    return sanitize("".join(traceback.format_exception(err)))[-4000:]
 
 
 def _human(delta: timedelta) -> str:

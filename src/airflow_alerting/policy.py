@@ -237,10 +237,8 @@ class _PolicyParser:
                     root.get("resolve_on_success", True), f"{path}.resolve_on_success"
                 ),
                 lease=self._duration(root.get("lease", 120), f"{path}.lease"),
-                fallback_channel=(
-                    self._strings(root["fallback_channel"], f"{path}.fallback_channel")[0]
-                    if root.get("fallback_channel")
-                    else None
+                fallback_channel=self._optional_string(
+                    root.get("fallback_channel"), f"{path}.fallback_channel"
                 ),
             )
         except PolicyError as err:
@@ -443,6 +441,14 @@ class _PolicyParser:
             if not isinstance(item, str) or not item:
                 raise PolicyError(f"{path}[{i}]", "must be a non-empty string")
         return items
+
+    @staticmethod
+    def _optional_string(data: Any, path: str) -> str | None:
+        if data is None:
+            return None
+        if not isinstance(data, str) or not data.strip():
+            raise PolicyError(path, f"must be one channel name, got {data!r}")
+        return data.strip()
 
     @staticmethod
     def _severity(data: Any, path: str, allow: str | None = None) -> Severity:

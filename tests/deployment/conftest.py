@@ -13,9 +13,6 @@ from deployment.harness import Deployment, airflow_deployment, services_unavaila
 if TYPE_CHECKING:
     from airflow_alerting.testing.servers import SlackServer
 
-#: the medium window of the follow-up DAG: longer than a storm's callbacks take, short to wait for
-FOLLOWUP_WINDOW = 40.0
-
 
 @pytest.fixture(scope="module")
 def slack() -> Iterator[SlackServer]:
@@ -38,7 +35,7 @@ def deployment(slack: SlackServer, tmp_path_factory: pytest.TempPathFactory) -> 
         pytest.skip(reason)
     env = dict([connection_env("slack_api_default", slack_api_connection(slack))])
     root = tmp_path_factory.mktemp("deployment")
-    with airflow_deployment(root=root, extra_env=env, followup_window=FOLLOWUP_WINDOW) as running:
+    with airflow_deployment(root=root, extra_env=env) as running:
         yield running
 
 

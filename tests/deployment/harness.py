@@ -271,7 +271,7 @@ class Deployment:
         dead = [c for c in self.components if c.process.poll() is not None]
         if dead:
             names = ", ".join(f"{c.name} (exit {c.process.returncode})" for c in dead)
-            raise DeploymentError(f"component(s) exited: {names}\n{self.log_tails()}")
+            raise DeploymentError(f"component(s) exited: {names}; logs in {self.root / 'logs'}")
 
     def log_tails(self, lines: int = 40) -> str:
         """The last ``lines`` of every component's log, for failure reports."""
@@ -279,7 +279,10 @@ class Deployment:
         return "\n".join(parts)
 
     def _healthy(self) -> bool | None:
-        health = self.api("GET", "/api/v2/monitor/health")
+        response = self.client.get(f"{self.api_url}/api/v2/monitor/health")
+        if response.status_code != 200:  # still starting
+            return None
+        health = response.json()
         wanted = ("metadatabase", "scheduler", "dag_processor")
         return True if all((health.get(k) or {}).get("status") == "healthy" for k in wanted) else None
 
@@ -305,12 +308,13 @@ class Deployment:
 
     def wait_until_ready(self, timeout: float = 240.0) -> None:
         """Wait for the API server, scheduler, DAG processor, workers and the parsed DAGs."""
-        poll("the API server, scheduler and DAG processor to be healthy", self._healthy,
-             timeout=timeout, interval=0.5, alive=self.check_alive)  # fmt: skip
-        poll("the Celery workers to answer a ping", self._workers_ready, timeout=timeout,
-             interval=0.5, alive=self.check_alive)  # fmt: skip
-        poll("the storm DAGs to be parsed", lambda: self._dags_parsed(DAG_IDS), timeout=timeout,
-             interval=0.5, alive=self.check_alive)  # fmt: skip
+        checks: list[tuple[str, Callable[[], bool | None]]] = [
+            ("the API server, scheduler and DAG processor to be healthy", self._healthy),
+            ("the Celery workers to answer a ping", self._workers_ready),
+            ("the storm DAGs to be parsed", lambda: self._dags_parsed(DAG_IDS)),
+        ]
+        for what, check in checks:
+            poll(what, check, timeout=timeout, interval=0.5, alive=self.check_alive)
         for dag_id in DAG_IDS:
             self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
 
@@ -338,8 +342,8 @@ class Deployment:
             state = str(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
             return state if state in ("success", "failed") else None
 
-        return poll(f"run {run_id} of {dag_id} to finish", finished, timeout=timeout, interval=1.0,
-                    alive=self.check_alive)  # fmt: skip
+        what = f"run {run_id} of {dag_id} to finish"
+        return poll(what, finished, timeout=timeout, interval=1.0, alive=self.check_alive)
 
     def wait_for_callbacks(self, run_id: str, timeout: float = 180.0) -> list[dict[str, Any]]:
         """Wait for the marker every mapped instance writes after its alert callback; return them."""
@@ -351,8 +355,8 @@ class Deployment:
                 return None
             return [json.loads(path.read_text()) for path in files]
 
-        return poll(f"{self.width} alert callbacks of run {run_id}", markers, timeout=timeout,
-                    interval=0.2, alive=self.check_alive)  # fmt: skip
+        what = f"{self.width} alert callbacks of run {run_id}"
+        return poll(what, markers, timeout=timeout, interval=0.2, alive=self.check_alive)
 
     def run_storm(
         self, dag_id: str, *, not_before: float | None = None, timeout: float = 360.0
@@ -383,10 +387,19 @@ class Deployment:
 
         return SqlStore(url=self.state_url, table_prefix=self.table_prefix)
 
+    def variable(self, key: str) -> Any:
+        """The JSON value of Variable ``key`` (through the REST API), or ``None`` if there is none."""
+        response = self.client.get(f"{self.api_url}/api/v2/variables/{key}")
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise DeploymentError(f"GET variable {key} -> {response.status_code}: {response.text[:500]}")
+        return json.loads(response.json()["value"])
+
     def clear_alerting_variables(self) -> int:
         """Delete the Variables store's state (``alerting.*`` Variables); return how many were deleted."""
         with _pg(self.metadata_db) as cursor:
-            cursor.execute("DELETE FROM variable WHERE key LIKE 'alerting.%%'")
+            cursor.execute("DELETE FROM variable WHERE key LIKE %s", ("alerting.%",))
             return int(cursor.rowcount)
 
 
@@ -433,7 +446,7 @@ def airflow_deployment(
     workers: int = 2,
     concurrency: int = 12,
     width: int = 24,
-    followup_window: float = 60.0,
+    followup_window: float = 40.0,
     ready_timeout: float = 240.0,
 ) -> Iterator[Deployment]:
     """Start a CeleryExecutor deployment on 127.0.0.1; stop and clean up everything on exit.
@@ -444,7 +457,8 @@ def airflow_deployment(
     :param workers: Celery workers (each ``-H w<n>-<token>@alerting-deploy``)
     :param concurrency: task slots per worker
     :param width: mapped instances per storm run
-    :param followup_window: the medium throttle window of ``alerting_deploy_sql_followup``, seconds
+    :param followup_window: the medium throttle window of ``alerting_deploy_sql_followup``, seconds:
+        longer than a storm's callbacks take (a few seconds), short enough to wait for
     :param ready_timeout: how long to wait for the deployment to become healthy
     """
     token = secrets.token_hex(4)
@@ -460,8 +474,13 @@ def airflow_deployment(
     queue = f"alerting_deploy_{token}"
     port = free_port()
     api_url = f"http://127.0.0.1:{port}"
-    state_conn = {"conn_type": "postgres", "host": PG_HOST, "port": PG_PORT, "login": PG_USER,
-                  "schema": PG_STATE_DB}  # fmt: skip
+    state_conn = {
+        "conn_type": "postgres",
+        "host": PG_HOST,
+        "port": PG_PORT,
+        "login": PG_USER,
+        "schema": PG_STATE_DB,
+    }
     env = _component_env(
         {
             "AIRFLOW_HOME": str(home),
@@ -521,9 +540,14 @@ def airflow_deployment(
         migrate_log = log_dir / "db-migrate.log"
         with migrate_log.open("wb") as out:
             migrated = subprocess.run(
-                [*airflow, "db", "migrate"], env=env, cwd=home, stdout=out, stderr=subprocess.STDOUT,
-                timeout=600, check=False,
-            )  # fmt: skip
+                [*airflow, "db", "migrate"],
+                env=env,
+                cwd=home,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=600,
+                check=False,
+            )
         if migrated.returncode != 0:
             tail = "\n".join(migrate_log.read_text(errors="replace").splitlines()[-40:])
             raise DeploymentError(f"airflow db migrate failed ({migrated.returncode}):\n{tail}")
@@ -533,9 +557,17 @@ def airflow_deployment(
             ("dag-processor", [*airflow, "dag-processor"], env),
         ]
         for n, name in enumerate(worker_names, start=1):
-            argv = [*airflow, "celery", "worker", "--celery-hostname", name, "--concurrency",
-                    str(concurrency), "--queues", queue, "--skip-serve-logs", "--without-gossip",
-                    "--without-mingle"]  # fmt: skip
+            argv = [
+                *airflow,
+                "celery",
+                "worker",
+                f"--celery-hostname={name}",
+                f"--concurrency={concurrency}",
+                f"--queues={queue}",
+                "--skip-serve-logs",  # each would bind the same log-server port
+                "--without-gossip",
+                "--without-mingle",
+            ]
             # the task runners inherit it, so markers tell which worker ran each instance
             start.append((f"worker-{n}", argv, {**env, "ALERTING_DEPLOY_WORKER": f"w{n}"}))
         for name, argv, component_env in start:
@@ -568,7 +600,13 @@ def _cleanup(deployment: Deployment) -> None:
         import redis
 
         client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_timeout=5)
-        client.delete(deployment.queue, f"_kombu.binding.{deployment.queue}")
+        # the queue itself and kombu's bindings for it (``_kombu.binding_permanent.<queue>`` ...)
+        keys = list(client.scan_iter(match=f"*{deployment.queue}*"))
+        if keys:
+            client.delete(*keys)
+        if not any(b"alerting_deploy_" in key for key in client.scan_iter(match="_kombu.*")):
+            # kombu's delayed-delivery binding, shared by every queue of this database
+            client.delete("_kombu.binding_deadlines")
         client.close()
     with _pg("postgres") as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{deployment.metadata_db}" WITH (FORCE)')
@@ -589,6 +627,9 @@ class DuplicateRate:
 
     messages_per_run: list[int]
     reasons_per_run: list[dict[str, int]]
+    #: runs whose Slack claim token was still in the fingerprint's Variable after every callback
+    #: had returned: nobody will confirm or release it, so it blocks the window until its lease ends
+    orphaned_claims: list[bool]
     storm_seconds: list[float]
     failure_spreads: list[float]
     width: int
@@ -626,6 +667,7 @@ class DuplicateRate:
             f"runs: {self.runs}",
             f"slack messages per run: {self.messages_per_run}",
             f"decisions per run (slack channel): {self.reasons_per_run}",
+            f"claim left pending after the storm (orphaned) per run: {self.orphaned_claims}",
             f"failure spread per run (s): {[round(s, 2) for s in self.failure_spreads]}",
             f"storm duration per run (s): {[round(s, 1) for s in self.storm_seconds]}",
             f"duplicate rate: {self.rate:.2f} extra messages per storm"
@@ -642,6 +684,7 @@ def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) 
     """
     counts: list[int] = []
     reasons: list[dict[str, int]] = []
+    orphaned: list[bool] = []
     durations: list[float] = []
     spreads: list[float] = []
     for _ in range(runs):
@@ -655,12 +698,16 @@ def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) 
             key = f"sent/{decision['reason']}" if decision["send"] else decision["reason"]
             tally[key] = tally.get(key, 0) + 1
         reasons.append(dict(sorted(tally.items())))
+        document = deployment.variable(f"alerting.fp.{fingerprint}") or {}
+        slack_state = (document.get("channels") or {}).get("slack") or {}
+        orphaned.append(slack_state.get("claim_token") is not None)
         durations.append(result.seconds)
         spreads.append(result.failure_spread)
     deployment.clear_alerting_variables()
     return DuplicateRate(
         counts,
         reasons,
+        orphaned,
         durations,
         spreads,
         deployment.width,

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from deployment.conftest import FOLLOWUP_WINDOW
 from deployment.harness import (
     SQL_DAG,
     SQL_FOLLOWUP_DAG,
@@ -38,7 +37,7 @@ pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "variables_duplicate_rate.txt"
 #: storms measured with the Variables store (``bench/variables_duplicate_rate.py`` runs more)
-VARIABLES_RUNS = int(os.environ.get("ALERTING_DEPLOY_VARIABLES_RUNS", "3"))
+VARIABLES_RUNS = int(os.environ.get("ALERTING_DEPLOY_VARIABLES_RUNS", "5"))
 SUPPRESSED = {"in_flight", "throttled"}
 
 
@@ -103,7 +102,7 @@ def test_sql_store_sends_exactly_one_alert_for_a_storm(deployment: Deployment, s
 def test_next_alert_reports_what_the_storm_folded_in(deployment: Deployment, slack: SlackServer) -> None:
     """The product has no digest yet: the count reaches Slack with the next alert after the window.
 
-    ``alerting_deploy_sql_followup`` has a 40 s medium window.  A second storm, held back until
+    ``alerting_deploy_sql_followup`` has a short (40 s) medium window.  A second storm, held back until
     the first one's window has passed, sends exactly one alert again, and that alert says the
     23 occurrences of the first storm were suppressed.
     """
@@ -116,7 +115,7 @@ def test_next_alert_reports_what_the_storm_folded_in(deployment: Deployment, sla
     assert state.suppressed.count == deployment.width - 1
 
     # instances of the second storm start now and wait until the window is over (database clock)
-    window_end = state.last_sent_at + timedelta(seconds=FOLLOWUP_WINDOW + 1)
+    window_end = state.last_sent_at + timedelta(seconds=deployment.followup_window + 1)
     second = deployment.run_storm(SQL_FOLLOWUP_DAG, not_before=window_end.timestamp())
     assert _check_storm(second, deployment) == fingerprint
 

@@ -34,6 +34,36 @@ _MIN_SECRET = 4
 _NOT_FOUND = "AirflowNotFoundException"
 
 
+class EndpointRefused(ValueError):
+    """A connection points a credential at an endpoint we will not send it to."""
+
+
+def require_secure_endpoint(url: str, allowed_http_hosts: Iterable[str], credential: str) -> None:
+    """Refuse anything but https, except plain http to ``allowed_http_hosts`` (local test servers).
+
+    :param url: the endpoint a credential is about to be sent to
+    :param allowed_http_hosts: host names that may be reached over plain http
+    :param credential: what would be exposed, for the message ("the routing key")
+    :raises EndpointRefused: with a message that names the scheme and host, never the URL's path
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname or ""
+    except ValueError as exc:
+        raise EndpointRefused("the endpoint is not a valid URL") from exc
+    if not hostname:
+        raise EndpointRefused("the endpoint has no host name")
+    scheme = parts.scheme.lower()
+    allowed = set(allowed_http_hosts)
+    if scheme != "https" and not (scheme == "http" and hostname in allowed):
+        raise EndpointRefused(
+            f"refusing to send {credential} to {scheme}://{hostname}: "
+            f"use https (plain http only for {', '.join(sorted(allowed)) or 'no host'})"
+        )
+
+
 def hide(text: str, secrets: Iterable[str | None] = ()) -> str:
     """Replace every occurrence of each secret in ``text`` with ``***``.
 
@@ -202,7 +232,11 @@ def transport_error(exc: BaseException) -> tuple[bool, str] | None:
     :param exc: the exception raised while talking to the service
     :return: ``(retryable, description)``, or ``None`` when it is not a transport error
     """
-    for cause in _causes(exc):
+    causes = list(_causes(exc))
+    if any(isinstance(c, TimeoutError) for c in causes) and not any(isinstance(c, HTTPError) for c in causes):
+        # smtplib and http.client wrap a socket timeout in their own OSError subclasses
+        return True, "timed out"
+    for cause in causes:
         if isinstance(cause, HTTPError):
             return status_is_retryable(cause.code), f"HTTP {cause.code}"
         if isinstance(cause, URLError):

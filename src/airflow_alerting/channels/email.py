@@ -44,6 +44,26 @@ def _recipients(to: Sequence[str]) -> tuple[str, ...]:
     return tuple(address for address in (header_safe(item) for item in items) if address)
 
 
+def _bounded_hook(conn_id: str, timeout: float) -> SmtpHook:
+    """An SmtpHook that gives up after ``timeout`` seconds and does not retry on its own.
+
+    The hook takes its timeout (default 30 s) and a silent reconnect loop (5 tries) from the
+    connection; the manager owns retries and the callback deadline, so both are overridden.
+    """
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    class BoundedSmtpHook(SmtpHook):
+        @property
+        def timeout(self) -> int:
+            return cast("int", timeout)  # smtplib accepts fractions of a second
+
+        @property
+        def smtp_retry_limit(self) -> int:
+            return 0
+
+    return BoundedSmtpHook(smtp_conn_id=conn_id)
+
+
 def _server_text(message: bytes | str) -> str:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
     text = scrub(" ".join(text.split()))
@@ -70,11 +90,13 @@ class EmailChannel:
         smtp_conn_id: str = "smtp_default",
         to: Sequence[str] = (),
         from_email: str | None = None,
+        timeout: float = 10.0,
     ) -> None:
         self.name = name
         self.smtp_conn_id = smtp_conn_id
         self.to = _recipients(to)
         self.from_email = header_safe(from_email) if from_email else None
+        self.timeout = timeout
 
     def __repr__(self) -> str:
         return (
@@ -99,10 +121,15 @@ class EmailChannel:
             return exception_failure(self.name, exc, action="email")
 
     def _send(self, notification: Notification, content: EmailContent, to: tuple[str, ...]) -> DeliveryResult:
-        from airflow.providers.smtp.hooks.smtp import SmtpHook
+        from airflow.sdk import BaseHook
 
         action = f"email via {self.smtp_conn_id!r}"
-        hook = SmtpHook(smtp_conn_id=self.smtp_conn_id)
+        if not BaseHook.get_connection(self.smtp_conn_id).host:
+            # smtplib would report "please run connect() first", which looks transient; it is not
+            return result(
+                self.name, ok=False, retryable=False, detail=f"{action}: the connection has no host"
+            )
+        hook = _bounded_hook(self.smtp_conn_id, self.timeout)
         try:
             with hook:
                 sender = self.from_email or header_safe(hook.from_email or "")

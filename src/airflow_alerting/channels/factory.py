@@ -26,6 +26,7 @@ def build_channel(spec: ChannelSpec, settings: AlertingSettings) -> Channel:
             webhook_conn_id=options.get("webhook_conn_id", settings.slack_webhook_conn_id),
             channel=options.get("channel", settings.slack_channel),
             timeout=settings.delivery_timeout_seconds,
+            allowed_http_hosts=settings.allowed_http_hosts,
         )
     if spec.type == "email":
         from airflow_alerting.channels.email import EmailChannel
@@ -35,6 +36,7 @@ def build_channel(spec: ChannelSpec, settings: AlertingSettings) -> Channel:
             smtp_conn_id=options.get("conn_id", settings.smtp_conn_id),
             to=tuple(options.get("to", settings.email_to)),
             from_email=options.get("from_email", settings.email_from or None),
+            timeout=settings.delivery_timeout_seconds,
         )
     if spec.type == "pagerduty":
         from airflow_alerting.channels.pagerduty import PagerDutyChannel

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_alerting.channels._results import (
+    EndpointRefused,
     exception_failure,
     header,
     http_failure,
     parse_retry_after,
+    require_secure_endpoint,
     result,
     safe_code,
 )
@@ -22,10 +24,6 @@ if TYPE_CHECKING:
 
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com"
 ENQUEUE_PATH = "/v2/enqueue"
-
-
-class EndpointRefused(ValueError):
-    """The connection points the routing key at an endpoint we will not send it to."""
 
 
 def events_url(
@@ -59,15 +57,10 @@ def events_url(
     netloc = parts.netloc
     if port and not has_port:
         netloc = f"[{hostname}]:{port}" if ":" in hostname else f"{hostname}:{port}"
-    scheme = parts.scheme.lower()
-    allowed = set(allowed_http_hosts)
     if not hostname:
         raise EndpointRefused("the connection host has no host name")
-    if scheme != "https" and not (scheme == "http" and hostname in allowed):
-        raise EndpointRefused(
-            f"refusing to send the routing key to {scheme}://{hostname}: "
-            f"use https (plain http only for {', '.join(sorted(allowed)) or 'no host'})"
-        )
+    require_secure_endpoint(base, allowed_http_hosts, "the routing key")
+    scheme = parts.scheme.lower()
     path = parts.path.rstrip("/")
     if not path.endswith(ENQUEUE_PATH):
         path += ENQUEUE_PATH

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from airflow_alerting.channels._results import (
+    EndpointRefused,
     exception_failure,
     header,
     http_failure,
     parse_retry_after,
+    require_secure_endpoint,
     result,
     safe_code,
 )
@@ -29,6 +32,18 @@ _TRANSIENT_API_ERRORS = frozenset(
 )
 
 
+class _MalformedConnection(ValueError):
+    """A connection whose settings cannot be what its owner meant."""
+
+
+def _require_valid_extra(conn: Any) -> None:
+    # Airflow reads unparsable extra JSON as {}: the bot token would silently go to
+    # https://slack.com/api/ instead of the base_url the operator configured
+    raw = (getattr(conn, "extra", None) or "").strip()
+    if raw and raw != "{}" and not getattr(conn, "extra_dejson", None):
+        raise _MalformedConnection(f"connection {conn.conn_id!r} has an extra that is not valid JSON")
+
+
 class SlackChannel:
     """Post notifications to Slack: Web API when its connection exists, else an incoming webhook.
 
@@ -44,6 +59,7 @@ class SlackChannel:
     :param webhook_conn_id: Slack incoming-webhook connection, the fallback
     :param channel: channel to post to through the Web API (webhooks post to their own channel)
     :param timeout: seconds to wait for Slack to connect and answer
+    :param allowed_http_hosts: hosts that may be reached over plain http (local test servers)
     """
 
     def __init__(
@@ -54,12 +70,14 @@ class SlackChannel:
         webhook_conn_id: str = "slack_default",
         channel: str = "#alerts",
         timeout: float = 10.0,
+        allowed_http_hosts: Iterable[str] = ("127.0.0.1", "localhost", "::1"),
     ) -> None:
         self.name = name
         self.slack_conn_id = slack_conn_id
         self.webhook_conn_id = webhook_conn_id
         self.channel = channel
         self.timeout = timeout
+        self.allowed_http_hosts = tuple(allowed_http_hosts)
 
     def __repr__(self) -> str:
         return (
@@ -84,8 +102,11 @@ class SlackChannel:
             message = render_slack(notification)
             client = self._api_client()
             if client is not None:
+                require_secure_endpoint(client.base_url, self.allowed_http_hosts, "the Slack bot token")
                 return self._post_api(client, message)
             return self._post_webhook(message)
+        except (EndpointRefused, _MalformedConnection) as exc:
+            return result(self.name, ok=False, retryable=False, detail=f"slack: {exc}")
         except Exception as exc:  # the Channel contract: report, never raise into the task
             return exception_failure(self.name, exc, action="slack")
 
@@ -97,10 +118,12 @@ class SlackChannel:
         try:
             # Resolving the client fetches the connection; a missing one (or one without a
             # token) is the documented signal to fall back to the webhook.
-            return hook.client
+            client = hook.client
         except AirflowNotFoundException:
             log.debug("Slack API connection %r not usable; falling back to webhook", self.slack_conn_id)
             return None
+        _require_valid_extra(hook.get_connection(self.slack_conn_id))
+        return client
 
     def _post_api(self, client: WebClient, message: SlackMessage) -> DeliveryResult:
         from slack_sdk.errors import SlackApiError
@@ -164,6 +187,7 @@ class SlackChannel:
             return result(self.name, ok=False, retryable=False, detail=detail)
         # The webhook URL *is* the credential; its path alone is enough to post.
         secrets = [client.url, urlsplit(client.url).path]
+        require_secure_endpoint(client.url, self.allowed_http_hosts, "the webhook URL")
         # The hook's own send() turns every non-200 into a bare AirflowException, dropping the
         # status code and Retry-After header we need to classify the failure; its client (built
         # from the connection by the hook) returns them.

@@ -27,8 +27,10 @@ _URL_CREDENTIALS = re.compile(
 # Slack bot/user/app/refresh tokens (xoxb-, xoxp-, xoxa-, xoxr-, xoxe-, xoxs-, xapp-).
 _SLACK_TOKEN = re.compile(r"\b(?P<prefix>(?:xox[abeprs]|xapp)-)[A-Za-z0-9-]+")
 # An incoming-webhook URL is a bearer credential in its own right.
+# Proxies and test servers serve the same /services/T.../B.../<secret> path under other hosts.
 _SLACK_WEBHOOK = re.compile(
-    r"(?P<prefix>hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/)[^\s\"'<>]+"
+    r"(?P<prefix>hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/"
+    r"|/services/[A-Z0-9]{1,20}/[A-Z0-9]{1,20}/)[^\s\"'<>]+"
 )
 _BEARER = re.compile(r"(?P<prefix>\b(?:Bearer|Basic|Token)\s{1,10})[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
 _AWS_ACCESS_KEY = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")

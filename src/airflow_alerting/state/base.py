@@ -97,10 +97,13 @@ class OutboxItem:
     next_attempt_at: datetime
     attempts: int = 0
     last_error: str = ""
+    #: the alert's dag or dag.task, so a recovery can drop what it supersedes
+    incident_key: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "incident_key": self.incident_key,
             "channel": self.channel,
             "notification": self.notification,
             "created_at": self.created_at.isoformat(),
@@ -119,6 +122,7 @@ class OutboxItem:
             next_attempt_at=datetime.fromisoformat(str(data["next_attempt_at"])),
             attempts=int(data.get("attempts", 0)),
             last_error=str(data.get("last_error", "")),
+            incident_key=str(data.get("incident_key", "")),
         )
 
 
@@ -205,6 +209,10 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def outbox_remove(self, item_id: str) -> None:
         """Forget a delivered item."""
+
+    @abc.abstractmethod
+    def outbox_drop(self, incident_key: str) -> int:
+        """Forget every item of ``incident_key`` (the task recovered); return how many."""
 
 
 class DocumentStore(StateStore):
@@ -390,6 +398,13 @@ class DocumentStore(StateStore):
 
     def outbox_update(self, item: OutboxItem) -> None:
         self._save_outbox([item.to_json() if i.get("id") == item.id else i for i in self._outbox()])
+
+    def outbox_drop(self, incident_key: str) -> int:
+        raw = self._outbox()
+        kept = [i for i in raw if i.get("incident_key") != incident_key]
+        if len(kept) != len(raw):
+            self._save_outbox(kept)
+        return len(raw) - len(kept)
 
     def outbox_remove(self, item_id: str) -> None:
         raw = self._outbox()

@@ -71,6 +71,8 @@ _RELEASE_ATTEMPTS = 20
 _TRANSIENT_RETRIES = 3
 _PREFIX_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 _EMPTY_SOURCES = "[]"
+#: free-text history fields are cut to this many characters (MySQL TEXT holds 64 KiB of UTF-8)
+_TEXT_LENGTH = 4000
 
 #: connection ``extra`` keys passed to the driver; Airflow extras also hold hook-only keys that
 #: a driver would reject, so only these known driver options go through
@@ -295,8 +297,11 @@ def _schema(prefix: str) -> _Schema:
         sa.Column("next_attempt_at", utc(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=False),
+        # the alert's dag or dag.task, so its recovery can drop what it supersedes
+        sa.Column("incident_key", sa.String(512), nullable=False),
         # every alert sweeps the outbox: finding due items must not scan the table
         sa.Index(f"{prefix}outbox_due", "next_attempt_at"),
+        sa.Index(f"{prefix}outbox_incident", "incident_key"),
         **options,
     )
     return _Schema(metadata, channel_state, occurrence, incident, history, outbox)
@@ -313,6 +318,9 @@ _ENGINES_LOCK = threading.Lock()
 _INHERITED: list[Engine] = []
 # (URL, prefix) pairs whose tables this process has created or found
 _READY: set[tuple[str, str]] = set()
+# append_history calls per (URL, prefix) in this process: the DAG processor builds a store per
+# callback, and a per-instance count would prune on every one of them
+_HISTORY_CALLS: dict[tuple[str, str], int] = {}
 
 
 def _engine_for(url: URL) -> Engine:
@@ -425,8 +433,8 @@ class SqlStore(StateStore):
         ``now`` callers pass, so workers with skewed clocks still agree; ``False`` uses the ``now``
         passed in (deterministic tests)
     :param history_retention: history and occurrence rows older than this are deleted
-    :param prune_every: delete expired rows on the first :meth:`append_history` call of a process and
-        then every ``prune_every`` calls
+    :param prune_every: delete expired rows on the first :meth:`append_history` call in a process
+        and then every ``prune_every`` calls (counted per database and prefix, across instances)
     """
 
     name = "sql"
@@ -460,7 +468,6 @@ class SqlStore(StateStore):
         self._raw_url = url
         self._url: URL | None = None
         self._url_lock = threading.Lock()
-        self._history_calls = 0
 
     def __repr__(self) -> str:
         return f"SqlStore({self.describe()}, table_prefix={self.table_prefix!r})"
@@ -622,6 +629,13 @@ class SqlStore(StateStore):
         """
         self._run("outbox_remove", lambda: self._outbox_remove(item_id))
 
+    def outbox_drop(self, incident_key: str) -> int:
+        """Forget every item of ``incident_key`` (the task recovered); return how many.
+
+        :param incident_key: ``dag_id`` or ``dag_id.task_id``, as the items were added with
+        """
+        return self._run("outbox_drop", lambda: self._outbox_drop(incident_key))
+
     # --- maintenance ----------------------------------------------------------------------
 
     def create_tables(self) -> list[str]:
@@ -731,16 +745,18 @@ class SqlStore(StateStore):
     def _create_tables(self) -> None:
         from sqlalchemy.exc import DBAPIError
 
-        metadata = self._schema().metadata
+        schema = self._schema()
         engine = self._engine()
-        for attempt in range(1, 4):
+        # each lost race means another process created at least one table, so this bounds the retries
+        attempts = len(schema.tables) + 1
+        for attempt in range(1, attempts + 1):
             try:
-                metadata.create_all(engine, checkfirst=True)
+                schema.metadata.create_all(engine, checkfirst=True)
                 break
             except DBAPIError:
                 # another process created a table between our check and our CREATE; checking again
                 # finds it.  A real problem (no privileges) fails every attempt and is raised.
-                if attempt == 3:
+                if attempt == attempts:
                     raise
         _READY.add(self._ready_key())
 
@@ -770,13 +786,23 @@ class SqlStore(StateStore):
         token = uuid.uuid4().hex
         for _ in range(_CLAIM_ATTEMPTS):
             clock = self._clock(now)
-            won = self._try_claim(fingerprint, channel, clock, window, severity, escalated, token, lease)
+            if clock.dialect == "mysql":
+                self._insert_neutral_row(fingerprint, channel)
+            # one short transaction for both statements: a losing claim usually keeps the row locked,
+            # so the suppression sees the same row, and a loser pays one commit instead of two
+            with self._begin() as conn:
+                won = self._try_claim(
+                    conn, fingerprint, channel, clock, window, severity, escalated, token, lease
+                )
+                held = None
+                if won is None and window > timedelta(0):
+                    held = self._try_suppress(
+                        conn, fingerprint, channel, clock, window, severity, escalated, source
+                    )
             if won is not None:
                 return Claim(_sending_decision(won, window, severity, escalated), token)
-            if window > timedelta(0):
-                held = self._try_suppress(fingerprint, channel, clock, window, severity, escalated, source)
-                if held is not None:
-                    return Claim(held)
+            if held is not None:
+                return Claim(held)
             # neither claimable nor held back: a crashed sender's claim expired (roll it back), or the
             # row changed between our two statements (try again)
             self._roll_back_expired(fingerprint, channel, self._clock(now))
@@ -877,8 +903,19 @@ class SqlStore(StateStore):
             t.c.previous_suppressed_sources,
         )
 
+    def _insert_neutral_row(self, fingerprint: str, channel: str) -> None:
+        """MySQL's half of the upsert: make sure the row exists, so the claim can be a conditional UPDATE."""
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        t = self._schema().channel_state
+        # committed on its own: INSERT IGNORE on an existing key takes a shared lock, and two
+        # transactions holding it while both go on to UPDATE the row would deadlock
+        with self._begin() as conn:
+            conn.execute(mysql_insert(t).prefix_with("IGNORE").values(**_neutral_row(fingerprint, channel)))
+
     def _try_claim(
         self,
+        conn: Connection,
         fingerprint: str,
         channel: str,
         clock: _Clock,
@@ -896,19 +933,11 @@ class SqlStore(StateStore):
         assignments = self._claim_assignments(clock, severity, token, lease)
         key = sa.and_(t.c.fingerprint == fingerprint, t.c.channel == channel)
         if clock.dialect == "mysql":
-            from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-            # committed on its own: INSERT IGNORE on an existing key takes a shared lock, and two
-            # transactions holding it while both go on to UPDATE the row would deadlock
-            with self._begin() as conn:
-                neutral = mysql_insert(t).prefix_with("IGNORE").values(**_neutral_row(fingerprint, channel))
-                conn.execute(neutral)
-            with self._begin() as conn:
-                result = conn.execute(sa.update(t).where(key, claimable).ordered_values(*assignments))
-                if result.rowcount != 1:
-                    return None
-                # our row lock is held until commit, so this reads exactly what the update wrote
-                return conn.execute(sa.select(*self._claim_returning()).where(key)).one()
+            result = conn.execute(sa.update(t).where(key, claimable).ordered_values(*assignments))
+            if result.rowcount != 1:
+                return None
+            # our row lock is held until commit, so this reads exactly what the update wrote
+            return conn.execute(sa.select(*self._claim_returning()).where(key)).one()
         fresh = {
             **_neutral_row(fingerprint, channel),
             "last_sent_at": clock.now(),
@@ -927,14 +956,14 @@ class SqlStore(StateStore):
             )
             .returning(*self._claim_returning())
         )
-        with self._begin() as conn:
-            row = conn.execute(statement).first()
+        row = conn.execute(statement).first()
         if row is None or row.claim_token != token:
             return None
         return row
 
     def _try_suppress(
         self,
+        conn: Connection,
         fingerprint: str,
         channel: str,
         clock: _Clock,
@@ -962,16 +991,15 @@ class SqlStore(StateStore):
             )
         )
         observed = (t.c.claim_token, t.c.last_sent_at, clock.now().label("db_now"))
-        with self._begin() as conn:
-            if clock.dialect == "mysql":  # neither MySQL nor MariaDB has UPDATE ... RETURNING
-                if conn.execute(update).rowcount != 1:
-                    return None
-                row = conn.execute(sa.select(*observed).where(key)).one()
-            else:
-                returned = conn.execute(update.returning(*observed)).first()
-                if returned is None:
-                    return None
-                row = returned
+        if clock.dialect == "mysql":  # neither MySQL nor MariaDB has UPDATE ... RETURNING
+            if conn.execute(update).rowcount != 1:
+                return None
+            row = conn.execute(sa.select(*observed).where(key)).one()
+        else:
+            returned = conn.execute(update.returning(*observed)).first()
+            if returned is None:
+                return None
+            row = returned
         if row.claim_token is not None:
             return Decision(False, DecisionReason.IN_FLIGHT, detail="another worker is sending this alert")
         remaining = int((window - (row.db_now - row.last_sent_at)).total_seconds())
@@ -1161,16 +1189,17 @@ class SqlStore(StateStore):
                 "reason": entry.reason[:64],
                 "sent": bool(entry.sent),
                 "delivered": entry.delivered,
-                "detail": entry.detail[:4000],
+                "detail": entry.detail[:_TEXT_LENGTH],
                 "run_id": entry.run_id[:255] if entry.run_id is not None else None,
-                "why": entry.why,
+                "why": entry.why[:_TEXT_LENGTH],
             }
             for entry in entries
         ]
         with self._begin() as conn:
             conn.execute(sa.insert(t), rows)
-        self._history_calls += 1
-        if self._history_calls % self.prune_every == 1 or self.prune_every == 1:
+        with _ENGINES_LOCK:
+            calls = _HISTORY_CALLS[self._ready_key()] = _HISTORY_CALLS.get(self._ready_key(), 0) + 1
+        if calls % self.prune_every == 1 or self.prune_every == 1:
             # without the database clock the newest entry is the best "now" we have
             self._prune(max(_as_utc(entry.at) for entry in entries))
 
@@ -1223,6 +1252,7 @@ class SqlStore(StateStore):
             "next_attempt_at": item.next_attempt_at,
             "attempts": item.attempts,
             "last_error": item.last_error,
+            "incident_key": item.incident_key,
         }
 
     def _outbox_add(self, item: OutboxItem) -> None:
@@ -1273,6 +1303,7 @@ class SqlStore(StateStore):
                 next_attempt_at=row.next_attempt_at,
                 attempts=int(row.attempts),
                 last_error=row.last_error,
+                incident_key=row.incident_key,
             )
             for row in rows
         ]
@@ -1290,6 +1321,13 @@ class SqlStore(StateStore):
         t = self._schema().outbox
         with self._begin() as conn:
             conn.execute(sa.delete(t).where(t.c.id == _key(item_id)))
+
+    def _outbox_drop(self, incident_key: str) -> int:
+        import sqlalchemy as sa
+
+        t = self._schema().outbox
+        with self._begin() as conn:
+            return int(conn.execute(sa.delete(t).where(t.c.incident_key == incident_key)).rowcount)
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from airflow_alerting.state.variables import VariableStore
 SYNC_DIR = Path(os.environ.get("ALERTING_DEPLOY_SYNC_DIR", "/tmp/alerting-deploy-sync"))
 TABLE_PREFIX = os.environ.get("ALERTING_DEPLOY_TABLE_PREFIX", "alerting_")
 WIDTH = int(os.environ.get("ALERTING_DEPLOY_WIDTH", "24"))
-FOLLOWUP_WINDOW = float(os.environ.get("ALERTING_DEPLOY_FOLLOWUP_WINDOW", "60"))
+FOLLOWUP_WINDOW = float(os.environ.get("ALERTING_DEPLOY_FOLLOWUP_WINDOW", "40"))
 #: the connection of the SQL state store (``AIRFLOW_CONN_ALERTING_STATE``)
 STATE_CONN_ID = "alerting_state"
 #: how long an instance waits for the others at the barrier before failing anyway
@@ -127,7 +127,7 @@ def _storm_dag(dag_id: str, manager: AlertManager, description: str) -> None:
 
 # Escalation is off: with the default rule (3 occurrences within 1 h) the 3rd mapped instance of
 # the same run escalates the storm to high, which adds an email and can add a second Slack message
-# (see the report in tests/deployment/README.md).  Everything else is the default policy.
+# (see tests/deployment/README.md).  Everything else is the default policy.
 NO_ESCALATION: dict[str, Any] = {"escalation": {"after": 0}}
 
 _storm_dag(

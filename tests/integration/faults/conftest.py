@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from faults_support import TOKEN, Faults, MetricsRecorder
+from faults_support import TOKEN, Faults, MetricsRecorder, SleepSpy
 
+from airflow_alerting import manager as manager_module
 from airflow_alerting import metrics
 from airflow_alerting.testing import FrozenClock
 from airflow_alerting.testing.servers import PagerDutyServer, SlackServer, SmtpServer
@@ -44,6 +45,14 @@ def blocked_hosts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(socket, "getaddrinfo", guarded)
     return attempts
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> SleepSpy:
+    """The backoff delays the manager sleeps, in order."""
+    spy = SleepSpy()
+    monkeypatch.setattr(manager_module, "time", spy)
+    return spy
 
 
 @pytest.fixture

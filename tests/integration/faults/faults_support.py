@@ -7,12 +7,12 @@ local Slack, PagerDuty and SMTP servers of :mod:`airflow_alerting.testing.server
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -71,7 +71,9 @@ class InspectableStore(MemoryStore):
             return {key: self._read(key) for key in list(self._documents)}
 
 
-def failure(run: int = 1, *, task_id: str = "load_orders", message: str | None = None, **fields: Any) -> Alert:
+def failure(
+    run: int = 1, *, task_id: str = "load_orders", message: str | None = None, **fields: Any
+) -> Alert:
     """A final-try task failure; another ``run`` is another occurrence of the same problem."""
     values: dict[str, Any] = {
         "dag_id": "faults_etl",
@@ -116,7 +118,7 @@ def closed_port() -> int:
 
 def gaps(requests: Iterable[RecordedRequest]) -> list[float]:
     times = [r.received_at for r in requests]
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 def posts(slack: SlackServer) -> list[RecordedRequest]:
@@ -155,6 +157,22 @@ class BlackholeSmtp:
         for conn in self._accepted:
             conn.close()
         self._sock.close()
+
+
+class SleepSpy:
+    """Stands in for the ``time`` module inside :mod:`airflow_alerting.manager`: records the
+    backoff delays the manager asks for (then really sleeps), so jitter bounds can be checked
+    exactly while the gaps on the wire show the delays were really waited out."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        time.sleep(seconds)
 
 
 @dataclass
@@ -264,7 +282,3 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
 def history(manager: AlertManager) -> list[HistoryEntry]:
     """The manager's history, oldest first."""
     return list(reversed(manager.store.history(500)))
-
-
-def due_later(item: OutboxItem, now: datetime) -> timedelta:
-    return item.next_attempt_at - now

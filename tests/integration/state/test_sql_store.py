@@ -413,13 +413,14 @@ def test_history_and_occurrences_older_than_the_retention_are_deleted(make_store
     assert store.history() == [entry(T0 + 2 * US, "newest")]
 
 
-def outbox_item(name: str, created: datetime, due: datetime) -> OutboxItem:
+def outbox_item(name: str, created: datetime, due: datetime, incident_key: str = "dag.task") -> OutboxItem:
     return OutboxItem(
         id=f"item-{name}",
         channel="slack",
         notification={"alert": {"dag_id": "dag"}, "name": name},
         created_at=created,
         next_attempt_at=due,
+        incident_key=incident_key,
     )
 
 
@@ -445,7 +446,17 @@ def test_outbox_items_are_leased_updated_and_removed(store: SqlStore) -> None:
     store.outbox_remove("item-a")
     store.outbox_remove("item-a")
     due_later = store.outbox_claim(now=T0 + timedelta(hours=2), limit=5, lease=lease)
-    assert [i.id for i in due_later] == ["item-later"]
+    assert due_later == [outbox_item("later", T0, T0 + timedelta(hours=2) + lease)]
+
+
+def test_outbox_items_of_a_recovered_task_are_dropped(store: SqlStore) -> None:
+    store.outbox_add(outbox_item("a", T0, T0))
+    store.outbox_add(outbox_item("b", T0, T0 + timedelta(hours=1)))
+    store.outbox_add(outbox_item("other", T0, T0, incident_key="dag.other_task"))
+    assert store.outbox_drop("dag.task") == 2
+    assert store.outbox_drop("dag.task") == 0
+    remaining = store.outbox_claim(now=T0 + timedelta(days=1), limit=10, lease=LEASE)
+    assert [i.id for i in remaining] == ["item-other"]
 
 
 # --- failures -----------------------------------------------------------------------------

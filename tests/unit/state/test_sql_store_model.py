@@ -17,6 +17,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -104,7 +105,7 @@ class SqlAgreesWithMemory(RuleBasedStateMachine):
     ) -> None:
         fp, window = self.fp(fingerprint), WINDOWS[channel]
         before = _SQL.channel_state(fp, channel)
-        arguments = {
+        arguments: dict[str, Any] = {
             "now": self.now,
             "window": window,
             "severity": severity,
