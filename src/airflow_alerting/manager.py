@@ -366,7 +366,11 @@ class AlertManager:
         if alert.is_final_try:
             try:
                 occurrence = self.store.record_occurrence(
-                    fp, alert.occurrence_id, now=now, window=self.policy.escalation.within
+                    fp,
+                    alert.occurrence_id,
+                    now=now,
+                    window=self.policy.escalation.within,
+                    group=alert.recurrence_group,
                 )
             except StateUnavailableError as err:
                 state_ok = False

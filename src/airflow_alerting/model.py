@@ -133,9 +133,20 @@ class Alert:
     @property
     def occurrence_id(self) -> str:
         """Identity of this exact callback, used to make duplicate callbacks idempotent."""
+        if self.kind is AlertKind.CUSTOM:
+            # user code calling send_alert twice means two alerts, not a repeated callback
+            stamp = self.occurred_at.isoformat() if self.occurred_at else ""
+            return f"{self.dag_id}|{self.task_id}|custom|{stamp}"
         return (
             f"{self.dag_id}|{self.task_id}|{self.run_id}|{self.map_index}|{self.try_number}|{self.kind.value}"
         )
+
+    @property
+    def recurrence_group(self) -> str:
+        """Occurrences that are one recurrence for escalation: every mapped instance and try of one run."""
+        if self.kind is AlertKind.CUSTOM or self.run_id is None:
+            return self.occurrence_id
+        return f"{self.dag_id}|{self.task_id}|{self.run_id}|{self.kind.value}"
 
 
 @dataclass(frozen=True)

@@ -794,3 +794,24 @@ def test_decisions_are_counted_in_metrics(stats: StatsRecorder) -> None:
 
     assert "alerting.sent.slack" in stats.counters
     assert "alerting.suppressed.throttled" in stats.counters
+
+
+def test_mapped_instances_failing_together_are_one_recurrence_not_an_escalation() -> None:
+    h = harness()
+
+    for index in range(24):
+        h.manager.handle(medium_failure(1, map_index=index))
+
+    assert h.counts() == {"email": 0, "slack": 1, "pagerduty": 0}
+    assert h.got("slack")[0].escalation is None
+
+
+def test_send_alert_twice_is_two_occurrences_not_a_duplicate_callback() -> None:
+    h = harness()
+
+    first = h.manager.send_alert("Export late", "export_orders has not started", severity="high")
+    h.clock.advance(minutes=6)
+    second = h.manager.send_alert("Export late", "export_orders has not started", severity="high")
+
+    assert first.sent_to == ("email", "slack")
+    assert second.sent_to == ("email", "slack")

@@ -137,9 +137,21 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def record_occurrence(
-        self, fingerprint: str, occurrence_id: str, *, now: datetime, window: timedelta
+        self,
+        fingerprint: str,
+        occurrence_id: str,
+        *,
+        now: datetime,
+        window: timedelta,
+        group: str | None = None,
     ) -> OccurrenceRecord:
-        """Count one occurrence of ``fingerprint``; report duplicates and the count within ``window``."""
+        """Record one occurrence of ``fingerprint``; report duplicates and the recurrences within ``window``.
+
+        :param occurrence_id: identity of this exact callback; a repeat is a duplicate
+        :param group: occurrences sharing a group are one recurrence (the mapped instances of one
+            run failing together); defaults to ``occurrence_id``
+        :return: ``count_in_window`` counts distinct groups, this one included
+        """
 
     @abc.abstractmethod
     def claim(
@@ -257,18 +269,24 @@ class DocumentStore(StateStore):
         return doc
 
     def record_occurrence(
-        self, fingerprint: str, occurrence_id: str, *, now: datetime, window: timedelta
+        self,
+        fingerprint: str,
+        occurrence_id: str,
+        *,
+        now: datetime,
+        window: timedelta,
+        group: str | None = None,
     ) -> OccurrenceRecord:
         doc = self._fingerprint_doc(fingerprint)
         horizon = now - window
-        times = [t for t in (_parse_time(v) for v in doc["occurrences"]) if t is not None and t > horizon]
+        recent = [o for o in (_parse_occurrence(v) for v in doc["occurrences"]) if o and o[0] > horizon]
         if occurrence_id in doc["seen"]:
-            return OccurrenceRecord(duplicate=True, count_in_window=len(times))
-        times.append(now)
-        doc["occurrences"] = [t.isoformat() for t in times[-MAX_OCCURRENCE_TIMES:]]
+            return OccurrenceRecord(duplicate=True, count_in_window=len({g for _, g in recent}))
+        recent.append((now, group or occurrence_id))
+        doc["occurrences"] = [[t.isoformat(), g] for t, g in recent[-MAX_OCCURRENCE_TIMES:]]
         doc["seen"] = [*doc["seen"], occurrence_id][-MAX_SEEN_OCCURRENCES:]
         self._write(self.fingerprint_key(fingerprint), doc)
-        return OccurrenceRecord(duplicate=False, count_in_window=len(times))
+        return OccurrenceRecord(duplicate=False, count_in_window=len({g for _, g in recent}))
 
     def channel_state(self, fingerprint: str, channel: str) -> throttle.ChannelState | None:
         raw = self._fingerprint_doc(fingerprint)["channels"].get(channel)
@@ -413,8 +431,13 @@ class DocumentStore(StateStore):
             self._save_outbox(kept)
 
 
-def _parse_time(value: Any) -> datetime | None:
+def _parse_occurrence(value: Any) -> tuple[datetime, str] | None:
+    """``[iso time, group]``; a bare iso time (early development builds) is its own group."""
     try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
+        if isinstance(value, list) and len(value) == 2:
+            return datetime.fromisoformat(str(value[0])), str(value[1])
+        if isinstance(value, str):
+            return datetime.fromisoformat(value), value
     except ValueError:
         return None
+    return None

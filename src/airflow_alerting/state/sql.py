@@ -388,35 +388,236 @@ def _sqlite_begin_immediate(conn: Connection) -> None:
 
 @dataclass(frozen=True)
 class _Clock:
-    """``now`` (plus an offset) as a SQL expression: the database's clock, or an injected time."""
+    """``now`` and ``now + offset`` as SQL: the database's clock, or the caller's ``now`` bound in.
+
+    Offsets are bound parameters (``p_<name>``), so a statement is built once per shape and reused;
+    :meth:`params` turns the actual times into their values.
+    """
 
     dialect: str
-    fixed: datetime | None
+    #: bind the caller's ``now`` (``use_database_clock=False``) instead of reading the database's
+    injected: bool
 
     def now(self) -> ColumnElement[datetime]:
-        return self.at(timedelta(0))
-
-    def at(self, offset: timedelta) -> ColumnElement[datetime]:
         import sqlalchemy as sa
 
         utc = _utc_datetime()()
-        if self.fixed is not None:
-            return sa.literal(self.fixed + offset, utc)
+        if self.injected:
+            return sa.bindparam("p_now", type_=utc)
         if self.dialect == "postgresql":
-            # now() is the transaction's start: stable within the statement (our transactions are short)
-            base = sa.literal_column("now()", sa.DateTime(timezone=True))
-            return sa.type_coerce(base + sa.literal(offset, sa.Interval()) if offset else base, utc)
+            # the transaction's start: stable within it, and every transaction here is one short step
+            return sa.literal_column("now()", utc)
         if self.dialect == "mysql":
-            # evaluated once per statement; (6) keeps microseconds, which DATETIME(6) stores
-            base = sa.literal_column("UTC_TIMESTAMP(6)")
-            if not offset:
-                return sa.type_coerce(base, utc)
-            micros = sa.literal(offset // timedelta(microseconds=1), sa.BigInteger())
-            return sa.type_coerce(sa.func.timestampadd(sa.literal_column("MICROSECOND"), micros, base), utc)
-        # SQLite's clock has millisecond resolution; pad to the six digits the stored text uses
-        modifier = f"{offset.total_seconds():+.6f} seconds"
-        text = sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", modifier).concat("000")
-        return sa.type_coerce(text, utc)
+            # evaluated once per statement; (6) keeps the microseconds DATETIME(6) stores
+            return sa.literal_column("UTC_TIMESTAMP(6)", utc)
+        return sa.type_coerce(self._sqlite_now(sa.literal("+0 seconds")), utc)
+
+    def shifted(self, name: str) -> ColumnElement[datetime]:
+        """``now`` plus the offset given to :meth:`params` as ``name``."""
+        import sqlalchemy as sa
+
+        utc = _utc_datetime()()
+        param = f"p_{name}"
+        if self.injected:
+            return sa.bindparam(param, type_=utc)
+        if self.dialect == "postgresql":
+            now = sa.literal_column("now()", sa.DateTime(timezone=True))
+            return sa.type_coerce(now + sa.bindparam(param, type_=sa.Interval()), utc)
+        if self.dialect == "mysql":
+            micros = sa.bindparam(param, type_=sa.BigInteger())
+            now = sa.literal_column("UTC_TIMESTAMP(6)")
+            return sa.type_coerce(sa.func.timestampadd(sa.literal_column("MICROSECOND"), micros, now), utc)
+        return sa.type_coerce(self._sqlite_now(sa.bindparam(param, type_=sa.String())), utc)
+
+    def params(self, now: datetime, **offsets: timedelta) -> dict[str, Any]:
+        """Values for :meth:`now` and :meth:`shifted` (``now`` is used only when injected)."""
+        if self.injected:
+            now = _as_utc(now)
+            return {"p_now": now, **{f"p_{name}": now + offset for name, offset in offsets.items()}}
+        if self.dialect == "postgresql":
+            return {f"p_{name}": offset for name, offset in offsets.items()}
+        if self.dialect == "mysql":
+            return {f"p_{name}": offset // timedelta(microseconds=1) for name, offset in offsets.items()}
+        return {f"p_{name}": f"{offset.total_seconds():+.6f} seconds" for name, offset in offsets.items()}
+
+    @staticmethod
+    def _sqlite_now(modifier: ColumnElement[Any]) -> ColumnElement[Any]:
+        import sqlalchemy as sa
+
+        # 'now' is fixed for the duration of a statement; SQLite's clock has millisecond resolution,
+        # padded to the six digits of the stored text so that text comparison stays exact
+        return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", modifier).concat("000")
+
+
+# --- the claim statements -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ClaimSql:
+    """The statements of one claim shape, built once and reused.
+
+    Building SQLAlchemy expressions and their cache keys costs more CPU than the database round
+    trips, and in an alert storm dozens of processes claim at once on a couple of cores.
+    """
+
+    #: MySQL: ``INSERT IGNORE`` of a neutral row, so that the claim can be a conditional UPDATE
+    ensure_row: Any
+    #: PostgreSQL/SQLite: the upsert returning the winner's row; MySQL: the conditional UPDATE
+    claim: Any
+    #: MySQL: reads back the winner's row (under the row lock of the update)
+    claimed_row: Any
+    #: counts a held-back occurrence if the row still holds it back (``None``: zero window)
+    suppress: Any
+    #: MySQL: reads back the row after a suppression
+    suppressed_row: Any
+
+
+@cache
+def _claim_sql(
+    dialect: str, prefix: str, injected: bool, positive_window: bool, escalated: bool
+) -> _ClaimSql:
+    import sqlalchemy as sa
+
+    t = _schema(prefix).channel_state
+    clock = _Clock(dialect, injected)
+    key = sa.and_(t.c.fingerprint == sa.bindparam("p_fp"), t.c.channel == sa.bindparam("p_channel"))
+    severity = sa.bindparam("p_severity", type_=sa.SmallInteger())
+    claimable = _claimable(t, clock, severity, positive_window, escalated)
+    # MySQL evaluates single-table UPDATE assignments left to right with the values already
+    # assigned, so every column is read before it is overwritten; PostgreSQL and SQLite read the
+    # old row throughout, where the order does not matter
+    assignments: list[tuple[Column[Any], Any]] = [
+        # the state before the claim (settled: expired claims are rolled back beforehand), kept for
+        # release and returned to the winner, whose notification reports the suppressed counts
+        (t.c.previous_sent_at, t.c.last_sent_at),
+        (t.c.previous_sent_severity, t.c.last_sent_severity),
+        (t.c.previous_suppressed_count, t.c.suppressed_count),
+        (t.c.previous_suppressed_since, t.c.suppressed_since),
+        (t.c.previous_suppressed_until, t.c.suppressed_until),
+        (t.c.previous_suppressed_sources, t.c.suppressed_sources),
+        (t.c.suppressed_count, 0),
+        (t.c.suppressed_since, None),
+        (t.c.suppressed_until, None),
+        (t.c.suppressed_sources, _EMPTY_SOURCES),
+        (t.c.last_sent_at, clock.now()),
+        (t.c.last_sent_severity, severity),
+        (t.c.claim_token, sa.bindparam("p_token")),
+        (t.c.claim_expires_at, clock.shifted("lease")),
+        (t.c.version, t.c.version + 1),
+    ]
+    returning = (
+        t.c.claim_token,
+        t.c.previous_sent_at,
+        t.c.previous_sent_severity,
+        t.c.previous_suppressed_count,
+        t.c.previous_suppressed_since,
+        t.c.previous_suppressed_until,
+        t.c.previous_suppressed_sources,
+    )
+    suppress = None
+    if positive_window:
+        # each assignment reads only its own column, so MySQL's left-to-right evaluation is harmless
+        suppress = (
+            sa.update(t)
+            .where(key, _held_back(t, clock, severity, escalated))
+            .values(
+                suppressed_count=t.c.suppressed_count + 1,
+                suppressed_since=sa.func.coalesce(t.c.suppressed_since, clock.now()),
+                suppressed_until=clock.now(),
+                suppressed_sources=_append_source(dialect, t.c.suppressed_sources, sa.bindparam("p_source")),
+                version=t.c.version + 1,
+            )
+        )
+    observed = (t.c.claim_token, t.c.last_sent_at, clock.now().label("db_now"))
+    if dialect == "mysql":  # neither MySQL nor MariaDB has UPDATE ... RETURNING
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        neutral = {
+            **_neutral_row(),
+            "fingerprint": sa.bindparam("p_fp"),
+            "channel": sa.bindparam("p_channel"),
+        }
+        return _ClaimSql(
+            ensure_row=mysql_insert(t).prefix_with("IGNORE").values(**neutral),
+            claim=sa.update(t).where(key, claimable).ordered_values(*assignments),
+            claimed_row=sa.select(*returning).where(key),
+            suppress=suppress,
+            suppressed_row=sa.select(*observed).where(key),
+        )
+    fresh = {
+        **_neutral_row(),
+        "fingerprint": sa.bindparam("p_fp"),
+        "channel": sa.bindparam("p_channel"),
+        "last_sent_at": clock.now(),
+        "last_sent_severity": severity,
+        "claim_token": sa.bindparam("p_token"),
+        "claim_expires_at": clock.shifted("lease"),
+        "version": 1,
+    }
+    claim = (
+        _upsert_insert(dialect, t)
+        .values(**fresh)
+        .on_conflict_do_update(
+            index_elements=[t.c.fingerprint, t.c.channel],
+            set_={column.name: value for column, value in assignments},
+            where=claimable,
+        )
+        .returning(*returning)
+    )
+    return _ClaimSql(
+        ensure_row=None,
+        claim=claim,
+        claimed_row=None,
+        suppress=None if suppress is None else suppress.returning(*observed),
+        suppressed_row=None,
+    )
+
+
+def _claimable(
+    t: Table, clock: _Clock, severity: ColumnElement[Any], positive_window: bool, escalated: bool
+) -> ColumnElement[bool]:
+    """``throttle.decide``'s send rule, for rows without an expired claim.
+
+    A row whose claim expired is never claimable here: rolling the claim back merges two source
+    lists, which ``SqlStore._roll_back_expired`` does first, so the claim itself only copies
+    columns and the decision sees exactly ``ChannelState.settled``.
+    """
+    import sqlalchemy as sa
+
+    if not positive_window:
+        # a zero window sends whatever else is pending, taking over an unexpired claim
+        return sa.or_(
+            t.c.claim_token.is_(None),
+            t.c.claim_expires_at.is_(None),
+            t.c.claim_expires_at > clock.now(),
+        )
+    reasons: list[ColumnElement[bool]] = [t.c.last_sent_at.is_(None)]
+    if escalated:
+        reasons.append(sa.or_(t.c.last_sent_severity.is_(None), t.c.last_sent_severity < severity))
+    # now - last_sent_at >= window: exactly at the window's end the next alert goes out
+    reasons.append(t.c.last_sent_at <= clock.shifted("horizon"))
+    return sa.and_(t.c.claim_token.is_(None), sa.or_(*reasons))
+
+
+def _held_back(t: Table, clock: _Clock, severity: ColumnElement[Any], escalated: bool) -> ColumnElement[bool]:
+    """The complement of :func:`_claimable` (positive window) among rows without an expired claim.
+
+    Written out rather than ``NOT (...)`` so no NULL can make both false.
+    """
+    import sqlalchemy as sa
+
+    in_flight = sa.and_(
+        t.c.claim_token.is_not(None),
+        sa.or_(t.c.claim_expires_at.is_(None), t.c.claim_expires_at > clock.now()),
+    )
+    throttled: list[ColumnElement[bool]] = [
+        t.c.claim_token.is_(None),
+        t.c.last_sent_at.is_not(None),
+        t.c.last_sent_at > clock.shifted("horizon"),
+    ]
+    if escalated:
+        throttled.append(sa.and_(t.c.last_sent_severity.is_not(None), t.c.last_sent_severity >= severity))
+    return sa.or_(in_flight, sa.and_(*throttled))
 
 
 # --- the store ----------------------------------------------------------------------------
@@ -760,10 +961,8 @@ class SqlStore(StateStore):
                     raise
         _READY.add(self._ready_key())
 
-    def _clock(self, now: datetime | None) -> _Clock:
-        if self.use_database_clock:
-            return _Clock(self._dialect(), None)
-        return _Clock(self._dialect(), _as_utc(now or datetime.now(timezone.utc)))
+    def _clock(self) -> _Clock:
+        return _Clock(self._dialect(), injected=not self.use_database_clock)
 
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
@@ -783,235 +982,75 @@ class SqlStore(StateStore):
         source: str,
         lease: timedelta,
     ) -> Claim:
+        clock = self._clock()
+        positive = window > timedelta(0)
+        sql = _claim_sql(clock.dialect, self.table_prefix, clock.injected, positive, escalated)
         token = uuid.uuid4().hex
+        params = {
+            "p_fp": fingerprint,
+            "p_channel": channel,
+            "p_severity": int(severity),
+            "p_token": token,
+            "p_source": source,
+            **clock.params(now, lease=lease, horizon=-window),
+        }
         for _ in range(_CLAIM_ATTEMPTS):
-            clock = self._clock(now)
-            if clock.dialect == "mysql":
-                self._insert_neutral_row(fingerprint, channel)
+            if sql.ensure_row is not None:
+                # committed on its own: INSERT IGNORE on an existing key takes a shared lock, and two
+                # transactions holding it while both go on to UPDATE the row would deadlock
+                with self._begin() as conn:
+                    conn.execute(sql.ensure_row, params)
             # one short transaction for both statements: a losing claim usually keeps the row locked,
             # so the suppression sees the same row, and a loser pays one commit instead of two
             with self._begin() as conn:
-                won = self._try_claim(
-                    conn, fingerprint, channel, clock, window, severity, escalated, token, lease
-                )
-                held = None
-                if won is None and window > timedelta(0):
-                    held = self._try_suppress(
-                        conn, fingerprint, channel, clock, window, severity, escalated, source
-                    )
+                won = self._try_claim(conn, sql, params)
+                held = self._try_suppress(conn, sql, params) if won is None and positive else None
             if won is not None:
                 return Claim(_sending_decision(won, window, severity, escalated), token)
             if held is not None:
-                return Claim(held)
+                return Claim(_held_decision(held, window))
             # neither claimable nor held back: a crashed sender's claim expired (roll it back), or the
             # row changed between our two statements (try again)
-            self._roll_back_expired(fingerprint, channel, self._clock(now))
+            self._roll_back_expired(fingerprint, channel, now)
         raise StateUnavailableError(
             f"claim on {fingerprint}/{channel} kept changing under {_CLAIM_ATTEMPTS} attempts"
         )
 
-    def _claimable(
-        self, clock: _Clock, window: timedelta, severity: Severity, escalated: bool
-    ) -> ColumnElement[bool]:
-        """``throttle.decide``'s send rule, for rows without an expired claim.
-
-        A row whose claim expired is never claimable here: rolling the claim back merges two
-        source lists, which :meth:`_roll_back_expired` does first, so the claim itself only copies
-        columns and the decision sees exactly ``ChannelState.settled``.
-        """
-        import sqlalchemy as sa
-
-        t = self._schema().channel_state
-        if window <= timedelta(0):
-            # a zero window sends whatever else is pending, taking over an unexpired claim
-            return sa.or_(
-                t.c.claim_token.is_(None),
-                t.c.claim_expires_at.is_(None),
-                t.c.claim_expires_at > clock.now(),
-            )
-        reasons: list[ColumnElement[bool]] = [t.c.last_sent_at.is_(None)]
-        if escalated:
-            reasons.append(sa.or_(t.c.last_sent_severity.is_(None), t.c.last_sent_severity < int(severity)))
-        # now - last_sent_at >= window, i.e. exactly at the window's end the next alert goes out
-        reasons.append(t.c.last_sent_at <= clock.at(-window))
-        return sa.and_(t.c.claim_token.is_(None), sa.or_(*reasons))
-
-    def _held_back(
-        self, clock: _Clock, window: timedelta, severity: Severity, escalated: bool
-    ) -> ColumnElement[bool]:
-        """The complement of :meth:`_claimable` (window > 0) among rows without an expired claim.
-
-        Written out rather than ``NOT (...)`` so no NULL can make both false.
-        """
-        import sqlalchemy as sa
-
-        t = self._schema().channel_state
-        in_flight = sa.and_(
-            t.c.claim_token.is_not(None),
-            sa.or_(t.c.claim_expires_at.is_(None), t.c.claim_expires_at > clock.now()),
-        )
-        throttled: list[ColumnElement[bool]] = [
-            t.c.claim_token.is_(None),
-            t.c.last_sent_at.is_not(None),
-            t.c.last_sent_at > clock.at(-window),
-        ]
-        if escalated:
-            throttled.append(
-                sa.and_(t.c.last_sent_severity.is_not(None), t.c.last_sent_severity >= int(severity))
-            )
-        return sa.or_(in_flight, sa.and_(*throttled))
-
-    def _claim_assignments(
-        self, clock: _Clock, severity: Severity, token: str, lease: timedelta
-    ) -> list[tuple[Column[Any], Any]]:
-        """SET clause of a winning claim, in an order safe for MySQL.
-
-        MySQL evaluates single-table ``UPDATE`` assignments left to right with the values already
-        assigned, so every column is read before it is overwritten; PostgreSQL and SQLite read
-        the old row throughout, where the order does not matter.
-        """
-        t = self._schema().channel_state
-        return [
-            # the state before the claim (settled: expired claims were rolled back beforehand), kept
-            # for release and returned to the winner, whose notification reports the suppressed counts
-            (t.c.previous_sent_at, t.c.last_sent_at),
-            (t.c.previous_sent_severity, t.c.last_sent_severity),
-            (t.c.previous_suppressed_count, t.c.suppressed_count),
-            (t.c.previous_suppressed_since, t.c.suppressed_since),
-            (t.c.previous_suppressed_until, t.c.suppressed_until),
-            (t.c.previous_suppressed_sources, t.c.suppressed_sources),
-            (t.c.suppressed_count, 0),
-            (t.c.suppressed_since, None),
-            (t.c.suppressed_until, None),
-            (t.c.suppressed_sources, _EMPTY_SOURCES),
-            (t.c.last_sent_at, clock.now()),
-            (t.c.last_sent_severity, int(severity)),
-            (t.c.claim_token, token),
-            (t.c.claim_expires_at, clock.at(lease)),
-            (t.c.version, t.c.version + 1),
-        ]
-
-    def _claim_returning(self) -> tuple[Column[Any], ...]:
-        t = self._schema().channel_state
-        return (
-            t.c.claim_token,
-            t.c.previous_sent_at,
-            t.c.previous_sent_severity,
-            t.c.previous_suppressed_count,
-            t.c.previous_suppressed_since,
-            t.c.previous_suppressed_until,
-            t.c.previous_suppressed_sources,
-        )
-
-    def _insert_neutral_row(self, fingerprint: str, channel: str) -> None:
-        """MySQL's half of the upsert: make sure the row exists, so the claim can be a conditional UPDATE."""
-        from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-        t = self._schema().channel_state
-        # committed on its own: INSERT IGNORE on an existing key takes a shared lock, and two
-        # transactions holding it while both go on to UPDATE the row would deadlock
-        with self._begin() as conn:
-            conn.execute(mysql_insert(t).prefix_with("IGNORE").values(**_neutral_row(fingerprint, channel)))
-
-    def _try_claim(
-        self,
-        conn: Connection,
-        fingerprint: str,
-        channel: str,
-        clock: _Clock,
-        window: timedelta,
-        severity: Severity,
-        escalated: bool,
-        token: str,
-        lease: timedelta,
-    ) -> Row[Any] | None:
+    @staticmethod
+    def _try_claim(conn: Connection, sql: _ClaimSql, params: dict[str, Any]) -> Row[Any] | None:
         """The atomic claim; returns the winner's row (the state before the claim in ``previous_*``)."""
-        import sqlalchemy as sa
-
-        t = self._schema().channel_state
-        claimable = self._claimable(clock, window, severity, escalated)
-        assignments = self._claim_assignments(clock, severity, token, lease)
-        key = sa.and_(t.c.fingerprint == fingerprint, t.c.channel == channel)
-        if clock.dialect == "mysql":
-            result = conn.execute(sa.update(t).where(key, claimable).ordered_values(*assignments))
-            if result.rowcount != 1:
+        if sql.claimed_row is not None:  # MySQL
+            if conn.execute(sql.claim, params).rowcount != 1:
                 return None
             # our row lock is held until commit, so this reads exactly what the update wrote
-            return conn.execute(sa.select(*self._claim_returning()).where(key)).one()
-        fresh = {
-            **_neutral_row(fingerprint, channel),
-            "last_sent_at": clock.now(),
-            "last_sent_severity": int(severity),
-            "claim_token": token,
-            "claim_expires_at": clock.at(lease),
-            "version": 1,
-        }
-        statement = (
-            _upsert_insert(clock.dialect, t)
-            .values(**fresh)
-            .on_conflict_do_update(
-                index_elements=[t.c.fingerprint, t.c.channel],
-                set_={column.name: value for column, value in assignments},
-                where=claimable,
-            )
-            .returning(*self._claim_returning())
-        )
-        row = conn.execute(statement).first()
-        if row is None or row.claim_token != token:
+            row: Row[Any] = conn.execute(sql.claimed_row, params).one()
+            return row
+        returned: Row[Any] | None = conn.execute(sql.claim, params).first()
+        if returned is None or returned.claim_token != params["p_token"]:
             return None
-        return row
+        return returned
 
-    def _try_suppress(
-        self,
-        conn: Connection,
-        fingerprint: str,
-        channel: str,
-        clock: _Clock,
-        window: timedelta,
-        severity: Severity,
-        escalated: bool,
-        source: str,
-    ) -> Decision | None:
-        """Count a held-back occurrence, only if the row still holds it back; return the decision."""
+    @staticmethod
+    def _try_suppress(conn: Connection, sql: _ClaimSql, params: dict[str, Any]) -> Row[Any] | None:
+        """Count a held-back occurrence, only if the row still holds it back; return what it saw."""
+        if sql.suppressed_row is not None:  # MySQL
+            if conn.execute(sql.suppress, params).rowcount != 1:
+                return None
+            row: Row[Any] = conn.execute(sql.suppressed_row, params).one()
+            return row
+        returned: Row[Any] | None = conn.execute(sql.suppress, params).first()
+        return returned
+
+    def _roll_back_expired(self, fingerprint: str, channel: str, now: datetime) -> None:
         import sqlalchemy as sa
 
         t = self._schema().channel_state
-        key = sa.and_(t.c.fingerprint == fingerprint, t.c.channel == channel)
-        where = sa.and_(key, self._held_back(clock, window, severity, escalated))
-        # each assignment reads only its own column, so MySQL's left-to-right evaluation is harmless
-        update = (
-            sa.update(t)
-            .where(where)
-            .values(
-                suppressed_count=t.c.suppressed_count + 1,
-                suppressed_since=sa.func.coalesce(t.c.suppressed_since, clock.now()),
-                suppressed_until=clock.now(),
-                suppressed_sources=_append_source(clock.dialect, t.c.suppressed_sources, source),
-                version=t.c.version + 1,
-            )
-        )
-        observed = (t.c.claim_token, t.c.last_sent_at, clock.now().label("db_now"))
-        if clock.dialect == "mysql":  # neither MySQL nor MariaDB has UPDATE ... RETURNING
-            if conn.execute(update).rowcount != 1:
-                return None
-            row = conn.execute(sa.select(*observed).where(key)).one()
-        else:
-            returned = conn.execute(update.returning(*observed)).first()
-            if returned is None:
-                return None
-            row = returned
-        if row.claim_token is not None:
-            return Decision(False, DecisionReason.IN_FLIGHT, detail="another worker is sending this alert")
-        remaining = int((window - (row.db_now - row.last_sent_at)).total_seconds())
-        return Decision(False, DecisionReason.THROTTLED, detail=f"window has {max(remaining, 0)}s left")
-
-    def _roll_back_expired(self, fingerprint: str, channel: str, clock: _Clock) -> None:
-        import sqlalchemy as sa
-
-        t = self._schema().channel_state
+        clock = self._clock()
         key = sa.and_(t.c.fingerprint == fingerprint, t.c.channel == channel)
         with self._begin() as conn:
-            row = conn.execute(sa.select(t, clock.now().label("db_now")).where(key)).first()
+            row = conn.execute(
+                sa.select(t, clock.now().label("db_now")).where(key), clock.params(now)
+            ).first()
         if row is None or row.claim_token is None or row.claim_expires_at is None:
             return
         if row.claim_expires_at > row.db_now:
@@ -1094,24 +1133,29 @@ class SqlStore(StateStore):
         t = self._schema().occurrence
         fp = _key(fingerprint)
         digest = hashlib.sha256(occurrence_id.encode("utf-8", "surrogatepass")).hexdigest()
-        clock = self._clock(now)
+        clock = self._clock()
+        params = clock.params(now, horizon=-window)
         count = (
-            sa.select(sa.func.count()).select_from(t).where(t.c.fingerprint == fp, t.c.at > clock.at(-window))
+            sa.select(sa.func.count())
+            .select_from(t)
+            .where(t.c.fingerprint == fp, t.c.at > clock.shifted("horizon"))
         )
         with self._begin() as conn:
             # counted before inserting so this occurrence is included whatever the window (even zero)
-            before = int(conn.execute(count).scalar_one())
+            before = int(conn.execute(count, params).scalar_one())
             values = {"fingerprint": fp, "occurrence_id": digest, "at": clock.now()}
             if clock.dialect == "mysql":
                 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-                inserted = conn.execute(mysql_insert(t).prefix_with("IGNORE").values(**values)).rowcount
+                inserted = conn.execute(
+                    mysql_insert(t).prefix_with("IGNORE").values(**values), params
+                ).rowcount
             else:
                 insert = _upsert_insert(clock.dialect, t)
                 statement = insert.values(**values).on_conflict_do_nothing(
                     index_elements=[t.c.fingerprint, t.c.occurrence_id]
                 )
-                inserted = conn.execute(statement).rowcount
+                inserted = conn.execute(statement, params).rowcount
         if inserted == 1:
             return OccurrenceRecord(duplicate=False, count_in_window=before + 1)
         return OccurrenceRecord(duplicate=True, count_in_window=before)
@@ -1207,7 +1251,8 @@ class SqlStore(StateStore):
         import sqlalchemy as sa
 
         schema = self._schema()
-        cutoff = self._clock(now).at(-self.history_retention)
+        clock = self._clock()
+        cutoff = clock.shifted("cutoff")
         expired = (
             sa.delete(schema.history).where(schema.history.c.at < cutoff),
             sa.delete(schema.occurrence).where(schema.occurrence.c.at < cutoff),
@@ -1215,7 +1260,8 @@ class SqlStore(StateStore):
             sa.delete(schema.outbox).where(schema.outbox.c.created_at < cutoff),
         )
         with self._begin() as conn:
-            deleted = sum(conn.execute(statement).rowcount for statement in expired)
+            params = clock.params(now, cutoff=-self.history_retention)
+            deleted = sum(conn.execute(statement, params).rowcount for statement in expired)
         if deleted:
             log.debug("alerting SQL store pruned %d rows older than %s", deleted, self.history_retention)
         return int(deleted)
@@ -1278,7 +1324,8 @@ class SqlStore(StateStore):
         import sqlalchemy as sa
 
         t = self._schema().outbox
-        clock = self._clock(now)
+        clock = self._clock()
+        params = clock.params(now, lease=lease)
         order = (t.c.created_at, t.c.id)
         due = (
             sa.select(t.c.id)
@@ -1289,10 +1336,12 @@ class SqlStore(StateStore):
             .with_for_update(skip_locked=True)
         )
         with self._begin() as conn:
-            ids = list(conn.execute(due).scalars())
+            ids = list(conn.execute(due, params).scalars())
             if not ids:
                 return []
-            conn.execute(sa.update(t).where(t.c.id.in_(ids)).values(next_attempt_at=clock.at(lease)))
+            conn.execute(
+                sa.update(t).where(t.c.id.in_(ids)).values(next_attempt_at=clock.shifted("lease")), params
+            )
             rows = conn.execute(sa.select(t).where(t.c.id.in_(ids)).order_by(*order)).all()
         return [
             OutboxItem(
@@ -1371,11 +1420,10 @@ def _upsert_insert(dialect: str, table: Table) -> Any:
     return sqlite_insert(table)
 
 
-def _neutral_row(fingerprint: str, channel: str) -> dict[str, Any]:
-    """A row that behaves exactly like "never seen": no send, no claim, nothing suppressed."""
+def _neutral_row() -> dict[str, Any]:
+    """A row's values (besides its key) that behave exactly like "never seen": no send, no claim,
+    nothing suppressed."""
     return {
-        "fingerprint": fingerprint,
-        "channel": channel,
         "suppressed_count": 0,
         "suppressed_sources": _EMPTY_SOURCES,
         "previous_suppressed_count": 0,
@@ -1384,7 +1432,7 @@ def _neutral_row(fingerprint: str, channel: str) -> dict[str, Any]:
     }
 
 
-def _append_source(dialect: str, column: Column[Any], source: str) -> ColumnElement[Any]:
+def _append_source(dialect: str, column: Column[Any], source: ColumnElement[Any]) -> ColumnElement[Any]:
     """``throttle.add_suppressed``'s source rule in SQL: append if absent and fewer than MAX_SOURCES.
 
     Done in the statement so concurrent suppressions cannot overwrite each other's sources.
@@ -1396,18 +1444,18 @@ def _append_source(dialect: str, column: Column[Any], source: str) -> ColumnElem
         from sqlalchemy.dialects.postgresql import JSONB
 
         array = sa.cast(column, JSONB)
-        item = sa.func.jsonb_build_array(sa.cast(sa.literal(source), sa.Text()))
+        item = sa.func.jsonb_build_array(sa.cast(source, sa.Text()))
         absent = sa.not_(array.op("@>", return_type=sa.Boolean())(item))
         appendable = sa.and_(sa.func.jsonb_array_length(array) < limit, absent)
         return sa.case((appendable, sa.cast(array.op("||")(item), sa.Text())), else_=column)
     if dialect == "mysql":
-        missing = sa.func.json_contains(column, sa.func.json_quote(sa.literal(source))) == 0
+        missing = sa.func.json_contains(column, sa.func.json_quote(source)) == 0
         appendable = sa.and_(sa.func.json_length(column) < limit, missing)
-        return sa.case((appendable, sa.func.json_array_append(column, "$", sa.literal(source))), else_=column)
+        return sa.case((appendable, sa.func.json_array_append(column, "$", source)), else_=column)
     each = sa.func.json_each(column).table_valued("value")
-    present = sa.exists().where(each.c.value == sa.literal(source))
+    present = sa.exists().where(each.c.value == source)
     appendable = sa.and_(sa.func.json_array_length(column) < limit, sa.not_(present))
-    return sa.case((appendable, sa.func.json_insert(column, "$[#]", sa.literal(source))), else_=column)
+    return sa.case((appendable, sa.func.json_insert(column, "$[#]", source)), else_=column)
 
 
 def _sending_decision(row: Row[Any], window: timedelta, severity: Severity, escalated: bool) -> Decision:
@@ -1432,6 +1480,14 @@ def _sending_decision(row: Row[Any], window: timedelta, severity: Severity, esca
     else:
         reason = DecisionReason.WINDOW_ELAPSED
     return Decision(True, reason, carried)
+
+
+def _held_decision(row: Row[Any], window: timedelta) -> Decision:
+    """``throttle.decide``'s verdict for a held-back occurrence, from the row the suppression saw."""
+    if row.claim_token is not None:
+        return Decision(False, DecisionReason.IN_FLIGHT, detail="another worker is sending this alert")
+    remaining = int((window - (row.db_now - row.last_sent_at)).total_seconds())
+    return Decision(False, DecisionReason.THROTTLED, detail=f"window has {max(remaining, 0)}s left")
 
 
 def _severity(value: Any) -> Severity | None:

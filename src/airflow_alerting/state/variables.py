@@ -3,10 +3,11 @@
 One Variable per fingerprint (``alerting.fp.<fingerprint>``), one per open incident and one
 bounded history document.  Airflow Variables are last-writer-wins with no compare-and-set,
 so two workers that race on the same fingerprint can both decide to send.  To narrow the
-race, a worker that decides to send writes a claim token, waits a short randomised delay,
-re-reads, and proceeds only if its token survived; the worker whose write landed last wins
-and the others stand down.  What remains is measured and documented in docs/guarantees.md;
-choose the SQL store when duplicates are unacceptable.
+race, a worker that decides to send writes its token to a claim Variable of its own
+(``alerting.claim.<fingerprint>.<channel>``, written only by claimers), waits a short
+randomised delay, re-reads, and proceeds only if its token survived: the last writer wins
+and always sends, the others stand down.  Duplicates remain possible, losses are not; the
+measured rate is in docs/guarantees.md.  Choose the SQL store when duplicates are unacceptable.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import logging
 import os
 import random
 import time
+from dataclasses import replace
 from typing import Any
 
-from airflow_alerting import metrics
+from airflow_alerting import metrics, throttle
 from airflow_alerting.model import Decision, DecisionReason
 from airflow_alerting.state.base import Claim, DocumentStore, StateUnavailableError
 
@@ -34,7 +36,7 @@ class VariableStore(DocumentStore):
 
     name = "variables"
 
-    def __init__(self, *, verify_delay: float = 0.05, history_limit: int = 500) -> None:
+    def __init__(self, *, verify_delay: float = 0.1, history_limit: int = 500) -> None:
         super().__init__(history_limit)
         self.verify_delay = verify_delay
 
@@ -85,34 +87,59 @@ class VariableStore(DocumentStore):
 
     # --- claim verification ---------------------------------------------------------------
 
+    @staticmethod
+    def claim_key(fingerprint: str, channel: str) -> str:
+        return f"alerting.claim.{fingerprint}.{channel}"[:250]
+
     def _after_claim_written(
         self, fingerprint: str, channel: str, claim: Claim, before: dict[str, Any] | None
     ) -> Claim:
-        sending = claim.token is not None
-        if sending and self.verify_delay > 0:
-            # give a racing writer time to land, so the last writer (the winner) is what we read
+        if claim.token is None:
+            self._check_not_shadowed(fingerprint, channel, before)
+            return claim
+        # Senders race in a Variable of their own that only claimers write: the fingerprint
+        # document is rewritten from stale reads by every suppression, which could resurrect
+        # an abandoned token and leave nobody sending.  Last writer wins; the others stand down.
+        claim_key = self.claim_key(fingerprint, channel)
+        self._write(claim_key, {"token": claim.token})
+        if self.verify_delay > 0:
             time.sleep(random.uniform(self.verify_delay, 2 * self.verify_delay))
-        key = self.fingerprint_key(fingerprint)
-        stored = (self._read(key) or {}).get("channels", {}).get(channel)
-        stored_token = stored.get("claim_token") if isinstance(stored, dict) else None
-        if sending and stored_token == claim.token:
+        winner = (self._read(claim_key) or {}).get("token")
+        if winner == claim.token:
             return claim
-        if stored == before or _shadowed(key):
-            # Our write left no trace: an AIRFLOW_VAR_* variable or a secrets backend shadows the
-            # key and Airflow ignores writes to it.  Failing open (capped) is safer than obeying
-            # a frozen document that could suppress this alert forever.
-            log.warning(
-                "alerting state Variable %s is shadowed by AIRFLOW_VAR_%s or a secrets backend; "
-                "remove it there, alerts fail open until then",
-                key,
-                key.upper(),
-            )
-            metrics.incr("state_shadowed")
-            raise StateUnavailableError(f"Variable {key} is shadowed; alerting state cannot be stored there")
-        if not sending:
-            return claim
+        if winner is None:
+            raise StateUnavailableError(f"claim written to Variable {claim_key} did not persist")
         metrics.incr("claim_lost")
         return Claim(Decision(False, DecisionReason.IN_FLIGHT, detail="another worker claimed this alert"))
+
+    def _check_not_shadowed(self, fingerprint: str, channel: str, before: dict[str, Any] | None) -> None:
+        """A counted suppression must read back: a frozen document would suppress forever."""
+        key = self.fingerprint_key(fingerprint)
+        stored = (self._read(key) or {}).get("channels", {}).get(channel)
+        if stored != before and not _shadowed(key):
+            return
+        # Our write left no trace: an AIRFLOW_VAR_* variable or a secrets backend shadows the
+        # key and Airflow ignores writes to it.  Failing open (capped) is safer.
+        log.warning(
+            "alerting state Variable %s is shadowed by AIRFLOW_VAR_%s or a secrets backend; "
+            "remove it there, alerts fail open until then",
+            key,
+            key.upper(),
+        )
+        metrics.incr("state_shadowed")
+        raise StateUnavailableError(f"Variable {key} is shadowed; alerting state cannot be stored there")
+
+    # The claim winner settles the document whatever token a racing loser left in it: the
+    # Variable claim, not the document, decided who sends.
+    def confirm(self, fingerprint: str, channel: str, token: str) -> None:
+        self._update_channel(
+            fingerprint, channel, lambda s: throttle.confirm(replace(s, claim_token=token), token)
+        )
+
+    def release(self, fingerprint: str, channel: str, token: str) -> None:
+        self._update_channel(
+            fingerprint, channel, lambda s: throttle.release(replace(s, claim_token=token), token)
+        )
 
 
 def read_variable(key: str) -> str | None:

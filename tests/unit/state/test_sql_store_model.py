@@ -199,7 +199,7 @@ class SqlAgreesWithMemory(RuleBasedStateMachine):
 
 
 SqlAgreesWithMemory.TestCase.settings = settings(
-    max_examples=25,
+    max_examples=80,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
