@@ -229,16 +229,14 @@ class AlertManager:
             return []
         if not items:
             return []
+        due: list[OutboxItem] = []
         notifications = []
         for item in items:
-            original = notification_from_json(item.notification)
-            detail = f"first failed {item.created_at:%Y-%m-%d %H:%M} UTC; attempt {item.attempts + 1}"
-            notifications.append(
-                replace(
-                    original,
-                    decision=replace(original.decision, reason=DecisionReason.REDELIVERED, detail=detail),
-                )
-            )
+            notification = self._outbox_notification(item, now)
+            if notification is not None:
+                due.append(item)
+                notifications.append(notification)
+        items = due
         results = self._deliver_all(notifications, deadline)
         outcomes = []
         for item, notification, result in zip(items, notifications, results, strict=True):
@@ -251,11 +249,67 @@ class AlertManager:
             self._record([self._history_entry(now, notification, outcome)])
         return outcomes
 
+    def _outbox_notification(self, item: OutboxItem, now: datetime) -> Notification | None:
+        """The notification to deliver for ``item``, or ``None`` (and the item dropped) if it has none."""
+        original = notification_from_json(item.notification)
+        if original.decision.reason is not DecisionReason.SUMMARY:
+            detail = f"first failed {item.created_at:%Y-%m-%d %H:%M} UTC; attempt {item.attempts + 1}"
+            return replace(
+                original,
+                decision=replace(original.decision, reason=DecisionReason.REDELIVERED, detail=detail),
+            )
+        # a follow-up summary reports what is suppressed *now*; a regular notification that went
+        # out since (window elapsed, escalation) already reported it, leaving nothing to say
+        try:
+            state = self.store.channel_state(original.fingerprint, original.channel)
+        except StateUnavailableError as err:
+            log.warning("cannot read state for a follow-up summary: %s", err)
+            return None
+        pending = state.settled(now).suppressed if state is not None else None
+        if pending is None or pending.count == 0:
+            self.store.outbox_remove(item.id)
+            return None
+        noun = "failure" if pending.count == 1 else "failures"
+        title = f"{original.alert.source}: {pending.count} more similar {noun} since the last alert"
+        return replace(
+            original,
+            alert=replace(original.alert, title=title),
+            decision=replace(original.decision, suppressed=pending, detail="follow-up summary"),
+        )
+
+    def _schedule_summary(self, notification: Notification, now: datetime) -> None:
+        """Queue a follow-up summary of a burst, sent once it has settled (``policy.summary_after``)."""
+        item = OutboxItem(
+            id=uuid.uuid4().hex,
+            channel=notification.channel,
+            notification=notification_to_json(
+                replace(
+                    notification,
+                    alert=replace(notification.alert, message=sanitize(notification.alert.message)),
+                    decision=Decision(True, DecisionReason.SUMMARY),
+                )
+            ),
+            created_at=now,
+            next_attempt_at=now + self.policy.summary_after,
+            incident_key=notification.alert.incident_key,
+        )
+        try:
+            self.store.outbox_add(item)
+        except StateUnavailableError as err:
+            log.warning("could not schedule a follow-up summary: %s", err)
+
     def _after_redelivery(
         self, item: OutboxItem, notification: Notification, result: DeliveryResult, now: datetime
     ) -> None:
         if result.ok:
             self.store.outbox_remove(item.id)
+            if notification.decision.reason is DecisionReason.SUMMARY:
+                # reported: the next regular notification must not count these again
+                self.store.clear_suppressed(
+                    notification.fingerprint, notification.channel, notification.decision.suppressed.count
+                )
+                metrics.incr("summaries", "sent")
+                return
             self._settle(notification, None, result, now)
             metrics.incr("outbox", "redelivered")
         elif now - item.created_at > OUTBOX_MAX_AGE:
@@ -397,19 +451,23 @@ class AlertManager:
         held: list[ChannelOutcome] = []
         for name in routing.channels:
             decision, token = self._claim(fp, name, alert, severity, window, escalation, now, state_ok)
+            notification = Notification(
+                alert=alert,
+                classification=classification,
+                fingerprint=fp,
+                channel=name,
+                decision=decision,
+                escalation=escalation,
+                airflow_url=self._airflow_url(alert),
+            )
             if decision.send:
-                notification = Notification(
-                    alert=alert,
-                    classification=classification,
-                    fingerprint=fp,
-                    channel=name,
-                    decision=decision,
-                    escalation=escalation,
-                    airflow_url=self._airflow_url(alert),
-                )
                 to_send.append((notification, token))
-            else:
-                held.append(ChannelOutcome(name, decision))
+                continue
+            held.append(ChannelOutcome(name, decision))
+            # the first occurrence held back after a send starts a burst: summarise it once it settles
+            first_held = decision.reason in (DecisionReason.THROTTLED, DecisionReason.IN_FLIGHT)
+            if first_held and decision.suppressed.count == 1 and self.policy.summary_after > timedelta(0):
+                self._schedule_summary(notification, now)
 
         delivered = self._deliver_all([n for n, _ in to_send], deadline)
         outcomes = list(held)

@@ -181,6 +181,8 @@ class DecisionReason(str, enum.Enum):
     FALLBACK = "fallback"
     #: delivered later from the outbox after failing at alert time
     REDELIVERED = "redelivered"
+    #: a follow-up summary of occurrences held back since the last notification
+    SUMMARY = "summary"
 
 
 SENDING_REASONS = frozenset(

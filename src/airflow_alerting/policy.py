@@ -93,6 +93,8 @@ class AlertPolicy:
     :param lease: how long a claimed send blocks others before it is considered crashed
     :param fallback_channel: channel that receives a critical alert when one of its channels fails
         (e.g. ``email`` when Slack is down); ``None`` disables
+    :param summary_after: after a burst of held-back occurrences, send a follow-up summary of them
+        once this long has passed since the first (the burst has settled); zero disables
     """
 
     classifier: SeverityClassifier = field(default_factory=SeverityClassifier)
@@ -104,6 +106,7 @@ class AlertPolicy:
     resolve_on_success: bool = True
     lease: timedelta = timedelta(minutes=2)
     fallback_channel: str | None = None
+    summary_after: timedelta = timedelta(minutes=2)
 
     def __post_init__(self) -> None:
         for severity in Severity:
@@ -207,6 +210,7 @@ class _PolicyParser:
                 "resolve_on_success",
                 "lease",
                 "fallback_channel",
+                "summary_after",
             },
         )
         channels = self._channels(root.get("channels", {}), f"{path}.channels")
@@ -240,6 +244,7 @@ class _PolicyParser:
                 fallback_channel=self._optional_string(
                     root.get("fallback_channel"), f"{path}.fallback_channel"
                 ),
+                summary_after=self._duration(root.get("summary_after", 120), f"{path}.summary_after"),
             )
         except PolicyError as err:
             if err.path.startswith("policy.") and path != "policy":

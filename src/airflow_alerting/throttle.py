@@ -160,6 +160,14 @@ def release(state: ChannelState, token: str) -> ChannelState:
     return _rolled_back(state)
 
 
+def take_suppressed(state: ChannelState, count: int) -> ChannelState:
+    """Remove ``count`` reported occurrences from the suppressed summary (a summary went out)."""
+    remaining = state.suppressed.count - count
+    if remaining <= 0:
+        return replace(state, suppressed=SuppressionSummary())
+    return replace(state, suppressed=replace(state.suppressed, count=remaining))
+
+
 def add_suppressed(summary: SuppressionSummary, at: datetime, source: str) -> SuppressionSummary:
     sources = summary.sources
     if source not in sources and len(sources) < MAX_SOURCES:

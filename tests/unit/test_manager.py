@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -180,7 +180,12 @@ def test_repeat_within_window_is_suppressed_and_counted() -> None:
 
 
 def test_after_the_window_the_next_notification_reports_what_was_folded_in() -> None:
-    policy = AlertPolicy(escalation=EscalationPolicy(after=0), group_by=("dag_id", "exception", "message"))
+    # follow-up summaries off: this is about what the next regular notification says
+    policy = AlertPolicy(
+        escalation=EscalationPolicy(after=0),
+        group_by=("dag_id", "exception", "message"),
+        summary_after=timedelta(0),
+    )
     h = harness(policy)
     start = h.clock()
     h.manager.handle(medium_failure(1))
@@ -373,7 +378,7 @@ def test_retryable_failure_stops_after_the_configured_attempts() -> None:
 
 
 def test_non_retryable_failure_is_not_retried_and_releases_the_window() -> None:
-    h = harness(NO_ESCALATION)
+    h = harness(replace(NO_ESCALATION, summary_after=timedelta(0)))
     h.manager.handle(medium_failure(1))
     h.clock.advance(minutes=1)
     h.manager.handle(medium_failure(2))  # suppressed
@@ -815,3 +820,42 @@ def test_send_alert_twice_is_two_occurrences_not_a_duplicate_callback() -> None:
 
     assert first.sent_to == ("email", "slack")
     assert second.sent_to == ("email", "slack")
+
+
+def test_a_burst_is_summarised_once_it_settles() -> None:
+    h = harness()
+    for index in range(5):
+        h.manager.handle(medium_failure(1, map_index=index))
+    assert h.counts()["slack"] == 1
+
+    h.clock.advance(minutes=1)
+    h.manager.redeliver_outbox()
+    assert h.counts()["slack"] == 1, "the summary waits until the burst has settled (2 min)"
+
+    h.clock.advance(minutes=2)
+    h.manager.redeliver_outbox()
+
+    summary = h.got("slack")[1]
+    assert summary.decision.reason is DecisionReason.SUMMARY
+    assert summary.decision.suppressed.count == 4
+    assert "4 more similar failures since the last alert" in summary.alert.title
+    # reported once: the next notification after the window does not count them again
+    h.clock.advance(minutes=15)
+    h.manager.handle(medium_failure(2))
+    assert h.got("slack")[2].decision.suppressed.count == 0
+    h.manager.redeliver_outbox()
+    assert h.counts()["slack"] == 3
+
+
+def test_no_summary_when_a_regular_notification_already_reported_the_burst() -> None:
+    h = harness(AlertPolicy(summary_after=timedelta(minutes=30)))
+    h.manager.handle(medium_failure(1))
+    h.manager.handle(medium_failure(2))
+    h.clock.advance(minutes=16)
+    h.manager.handle(medium_failure(3))  # window elapsed: reports the 1 held back
+    assert h.got("slack")[1].decision.suppressed.count == 1
+
+    h.clock.advance(minutes=30)
+    h.manager.redeliver_outbox()
+
+    assert h.counts()["slack"] == 2

@@ -187,6 +187,10 @@ class StateStore(abc.ABC):
         next occurrence is a new incident and must be sent."""
 
     @abc.abstractmethod
+    def clear_suppressed(self, fingerprint: str, channel: str, count: int) -> None:
+        """Take ``count`` reported occurrences off the suppressed count (a summary reported them)."""
+
+    @abc.abstractmethod
     def channel_state(self, fingerprint: str, channel: str) -> throttle.ChannelState | None:
         """Read-only view used by :meth:`AlertManager.should_throttle`."""
 
@@ -315,6 +319,9 @@ class DocumentStore(StateStore):
         )
         doc["channels"][channel] = new_state.to_json()
         self._write(self.fingerprint_key(fingerprint), doc)
+        if not decision.send:
+            # the running count lets the manager spot the first occurrence held back after a send
+            decision = replace(decision, suppressed=new_state.suppressed)
         claim = Claim(decision, token if decision.send else None)
         return self._after_claim_written(fingerprint, channel, claim, before)
 
@@ -335,6 +342,9 @@ class DocumentStore(StateStore):
             return
         doc["channels"][channel] = change(throttle.ChannelState.from_json(raw)).to_json()
         self._write(self.fingerprint_key(fingerprint), doc)
+
+    def clear_suppressed(self, fingerprint: str, channel: str, count: int) -> None:
+        self._update_channel(fingerprint, channel, lambda s: throttle.take_suppressed(s, count))
 
     def reset_window(self, fingerprint: str, channel: str) -> None:
         doc = self._fingerprint_doc(fingerprint)

@@ -246,6 +246,8 @@ def _schema(prefix: str) -> _Schema:
         sa.Column("fingerprint", sa.String(KEY_LENGTH), primary_key=True),
         # sha256 of Alert.occurrence_id: the raw id (dag|task|run|...) can exceed any index key limit
         sa.Column("occurrence_id", sa.String(64), primary_key=True),
+        # sha256 of the recurrence group (the occurrence id when none): escalation counts groups
+        sa.Column("group_key", sa.String(64), nullable=False),
         sa.Column("at", utc(), nullable=False),
         sa.Index(f"{prefix}occurrence_fp_at", "fingerprint", "at"),
         sa.Index(f"{prefix}occurrence_at", "at"),
@@ -684,17 +686,27 @@ class SqlStore(StateStore):
     # --- public StateStore API ------------------------------------------------------------
 
     def record_occurrence(
-        self, fingerprint: str, occurrence_id: str, *, now: datetime, window: timedelta
+        self,
+        fingerprint: str,
+        occurrence_id: str,
+        *,
+        now: datetime,
+        window: timedelta,
+        group: str | None = None,
     ) -> OccurrenceRecord:
-        """Count one occurrence of ``fingerprint``; a repeated ``occurrence_id`` is a duplicate, not counted.
+        """Record one occurrence of ``fingerprint``; a repeated ``occurrence_id`` is a duplicate, not counted.
 
         :param fingerprint: the alert's fingerprint
         :param occurrence_id: identity of the callback (``Alert.occurrence_id``)
         :param now: the current time (ignored when using the database clock)
-        :param window: the escalation window to count occurrences in
+        :param window: the escalation window to count recurrences in
+        :param group: occurrences sharing a group count as one recurrence (the mapped instances of
+            one run failing together); defaults to ``occurrence_id``
+        :return: whether it is a duplicate, and the distinct groups within ``window``, this one included
         """
         return self._run(
-            "record_occurrence", lambda: self._record_occurrence(fingerprint, occurrence_id, now, window)
+            "record_occurrence",
+            lambda: self._record_occurrence(fingerprint, occurrence_id, now, window, group or occurrence_id),
         )
 
     def claim(
@@ -744,6 +756,18 @@ class SqlStore(StateStore):
         :param token: the token of the :class:`~airflow_alerting.state.base.Claim`
         """
         self._run("release", lambda: self._release(_key(fingerprint), _key(channel), token))
+
+    def clear_suppressed(self, fingerprint: str, channel: str, count: int) -> None:
+        """Take ``count`` reported occurrences off the suppressed count (a summary reported them).
+
+        Atomic, so suppressions counted meanwhile by other workers are kept; at zero the summary
+        starts afresh (``throttle.take_suppressed``).
+
+        :param fingerprint: the alert's fingerprint
+        :param channel: the channel name
+        :param count: how many the summary reported
+        """
+        self._run("clear_suppressed", lambda: self._clear_suppressed(_key(fingerprint), _key(channel), count))
 
     def reset_window(self, fingerprint: str, channel: str) -> None:
         """Forget the throttle state of (fingerprint, channel) so its next occurrence is sent as new.
@@ -886,8 +910,6 @@ class SqlStore(StateStore):
                         log.debug("retrying %s after a transient database error: %s", action, exc)
                         continue
                     raise
-        except StateUnavailableError as exc:
-            raise StateUnavailableError(self._scrub(str(exc))) from exc
         except Exception as exc:
             # the manager fails open on StateUnavailableError; anything else would cost the alert
             raise StateUnavailableError(self._failure_message(action, exc)) from exc
@@ -1106,6 +1128,23 @@ class SqlStore(StateStore):
                 return
         raise StateUnavailableError(f"release on {fingerprint}/{channel} kept conflicting with other writers")
 
+    def _clear_suppressed(self, fingerprint: str, channel: str, count: int) -> None:
+        import sqlalchemy as sa
+
+        t = self._schema().channel_state
+        emptied = t.c.suppressed_count - count <= 0
+        # the count goes last: MySQL assigns left to right, and the others test the old count
+        assignments: list[tuple[Column[Any], Any]] = [
+            (t.c.suppressed_since, sa.case((emptied, None), else_=t.c.suppressed_since)),
+            (t.c.suppressed_until, sa.case((emptied, None), else_=t.c.suppressed_until)),
+            (t.c.suppressed_sources, sa.case((emptied, _EMPTY_SOURCES), else_=t.c.suppressed_sources)),
+            (t.c.suppressed_count, sa.case((emptied, 0), else_=t.c.suppressed_count - count)),
+            (t.c.version, t.c.version + 1),
+        ]
+        key = sa.and_(t.c.fingerprint == fingerprint, t.c.channel == channel)
+        with self._begin() as conn:
+            conn.execute(sa.update(t).where(key).ordered_values(*assignments))
+
     def _reset_window(self, fingerprint: str, channel: str) -> None:
         import sqlalchemy as sa
 
@@ -1126,24 +1165,28 @@ class SqlStore(StateStore):
     # --- occurrences, incidents, history --------------------------------------------------
 
     def _record_occurrence(
-        self, fingerprint: str, occurrence_id: str, now: datetime, window: timedelta
+        self, fingerprint: str, occurrence_id: str, now: datetime, window: timedelta, group: str
     ) -> OccurrenceRecord:
         import sqlalchemy as sa
 
         t = self._schema().occurrence
         fp = _key(fingerprint)
-        digest = hashlib.sha256(occurrence_id.encode("utf-8", "surrogatepass")).hexdigest()
+        group_key = _digest(group)
         clock = self._clock()
         params = clock.params(now, horizon=-window)
-        count = (
-            sa.select(sa.func.count())
-            .select_from(t)
-            .where(t.c.fingerprint == fp, t.c.at > clock.shifted("horizon"))
-        )
+        # counted before inserting, so this occurrence counts whatever the window (even zero)
+        recent = sa.select(
+            sa.func.count(sa.distinct(t.c.group_key)),
+            sa.func.count(sa.case((t.c.group_key == group_key, 1))),
+        ).where(t.c.fingerprint == fp, t.c.at > clock.shifted("horizon"))
         with self._begin() as conn:
-            # counted before inserting so this occurrence is included whatever the window (even zero)
-            before = int(conn.execute(count, params).scalar_one())
-            values = {"fingerprint": fp, "occurrence_id": digest, "at": clock.now()}
+            groups, of_this_group = conn.execute(recent, params).one()
+            values = {
+                "fingerprint": fp,
+                "occurrence_id": _digest(occurrence_id),
+                "group_key": group_key,
+                "at": clock.now(),
+            }
             if clock.dialect == "mysql":
                 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
@@ -1156,9 +1199,9 @@ class SqlStore(StateStore):
                     index_elements=[t.c.fingerprint, t.c.occurrence_id]
                 )
                 inserted = conn.execute(statement, params).rowcount
-        if inserted == 1:
-            return OccurrenceRecord(duplicate=False, count_in_window=before + 1)
-        return OccurrenceRecord(duplicate=True, count_in_window=before)
+        if inserted != 1:
+            return OccurrenceRecord(duplicate=True, count_in_window=int(groups))
+        return OccurrenceRecord(duplicate=False, count_in_window=int(groups) + (0 if of_this_group else 1))
 
     def _open_incident(self, incident: OpenIncident) -> None:
         t = self._schema().incident

@@ -95,8 +95,16 @@ def success(run: int = 99, *, task_id: str = "load_orders") -> Alert:
 
 
 def routed_to(*channels: str, severity: str = "high", **extra: Any) -> AlertPolicy:
-    """A policy sending ``severity`` to exactly ``channels`` (no escalation, so severities stay put)."""
-    data: dict[str, Any] = {"routing": {"matrix": {severity: list(channels)}}, "escalation": {"after": 0}}
+    """A policy sending ``severity`` to exactly ``channels``.
+
+    No escalation, so severities stay put, and no follow-up summaries, so every message a
+    server receives is the alert or its redelivery.
+    """
+    data: dict[str, Any] = {
+        "routing": {"matrix": {severity: list(channels)}},
+        "escalation": {"after": 0},
+        "summary_after": 0,
+    }
     data.update(extra)
     return AlertPolicy.from_dict(data)
 

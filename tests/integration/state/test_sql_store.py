@@ -348,6 +348,45 @@ def test_duplicate_occurrences_are_reported_and_not_counted(store: SqlStore) -> 
     assert (other.duplicate, other.count_in_window) == (False, 1)
 
 
+def test_occurrences_of_one_group_count_once(store: SqlStore) -> None:
+    window = timedelta(minutes=10)
+
+    def record(occurrence: str, group: str | None, at: datetime = T0) -> tuple[bool, int]:
+        result = store.record_occurrence("fp", occurrence, now=at, window=window, group=group)
+        return result.duplicate, result.count_in_window
+
+    # three mapped instances of one run fail together: one recurrence
+    assert record("d|t|run1|0|1|task_failure", "run1") == (False, 1)
+    assert record("d|t|run1|1|1|task_failure", "run1") == (False, 1)
+    assert record("d|t|run1|2|1|task_failure", "run1") == (False, 1)
+    assert record("d|t|run2|0|1|task_failure", "run2", T0 + US) == (False, 2)
+    assert record("d|t|run1|1|1|task_failure", "run1", T0 + US) == (True, 2)
+    assert record("d|t|run3|-1|1|task_failure", None, T0 + US) == (False, 3)
+    # run1 and run2 left the window; run3 and this one remain
+    assert record("d|t|run4|-1|1|task_failure", None, T0 + window) == (False, 2)
+
+
+def test_clear_suppressed_takes_reported_occurrences_off(store: SqlStore) -> None:
+    store.confirm("fp", "chat", claim(store, T0).token)
+    for i in range(4):
+        claim(store, T0 + timedelta(seconds=i + 1), source=f"dag.task_{i}")
+    store.clear_suppressed("fp", "chat", 3)  # a summary reported three; one more arrived since
+    state = store.channel_state("fp", "chat")
+    assert state is not None
+    assert state.suppressed == SuppressionSummary(
+        count=1,
+        since=T0 + timedelta(seconds=1),
+        until=T0 + timedelta(seconds=4),
+        sources=tuple(f"dag.task_{i}" for i in range(4)),
+    )
+    store.clear_suppressed("fp", "chat", 5)
+    state = store.channel_state("fp", "chat")
+    assert state is not None and state.suppressed == SuppressionSummary()
+    assert state.last_sent_at == T0
+    store.clear_suppressed("never-seen", "chat", 1)
+    assert store.channel_state("never-seen", "chat") is None
+
+
 def test_incidents_are_popped_once(store: SqlStore) -> None:
     def incident(channel: str, fingerprint: str = "fp", **kwargs: Any) -> OpenIncident:
         values: dict[str, Any] = {"severity": Severity.HIGH, "opened_at": T0, **kwargs}

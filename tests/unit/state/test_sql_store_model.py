@@ -180,12 +180,24 @@ class SqlAgreesWithMemory(RuleBasedStateMachine):
     @rule(
         fingerprint=st.sampled_from(FINGERPRINTS),
         occurrence_id=st.sampled_from(OCCURRENCE_IDS),
+        group=st.sampled_from((None, "run_1", "run_2")),
     )
-    def record_occurrence(self, fingerprint: str, occurrence_id: str) -> None:
+    def record_occurrence(self, fingerprint: str, occurrence_id: str, group: str | None) -> None:
         fp, window = self.fp(fingerprint), OCCURRENCE_WINDOWS[fingerprint]
-        expected = self.memory.record_occurrence(fp, occurrence_id, now=self.now, window=window)
-        actual = _SQL.record_occurrence(fp, occurrence_id, now=self.now, window=window)
+        expected = self.memory.record_occurrence(fp, occurrence_id, now=self.now, window=window, group=group)
+        actual = _SQL.record_occurrence(fp, occurrence_id, now=self.now, window=window, group=group)
         assert actual == expected
+
+    @rule(
+        fingerprint=st.sampled_from(FINGERPRINTS),
+        channel=st.sampled_from(sorted(WINDOWS)),
+        count=st.integers(min_value=0, max_value=5),
+    )
+    def clear_suppressed(self, fingerprint: str, channel: str, count: int) -> None:
+        # a follow-up summary reported ``count`` suppressed occurrences
+        fp = self.fp(fingerprint)
+        self.memory.clear_suppressed(fp, channel, count)
+        _SQL.clear_suppressed(fp, channel, count)
 
     @invariant()
     def stored_states_agree(self) -> None:
