@@ -749,43 +749,17 @@ class AlertManager:
         if reason is not None:
             outcomes = [ChannelOutcome(NO_CHANNEL, Decision(False, reason))]
         outcome = AlertOutcome(alert, classification, fp, tuple(outcomes), escalation)
-        now = self.clock()
         why = "; ".join((*classification.reasons, *([escalation.describe()] if escalation else [])))
-        entries = []
-        for item in outcome.channels:
-            entry = HistoryEntry(
-                at=now,
-                fingerprint=fp,
-                source=alert.source,
-                kind=alert.kind.value,
-                severity=outcome.severity.label,
-                channel=item.channel,
-                reason=item.decision.reason.value,
-                sent=item.decision.send,
-                delivered=item.delivery.ok if item.delivery is not None else None,
-                detail=(item.delivery.detail if item.delivery else item.decision.detail)[:300],
-                run_id=alert.run_id,
-                why=why[:1000],
-            )
-            entries.append(entry)
-        self._record(entries)
+        now = self.clock()
+        self._record(
+            [_history_entry(now, alert, fp, outcome.severity, item, why) for item in outcome.channels]
+        )
         return outcome
 
     def _history_entry(self, now: datetime, notification: Notification, item: ChannelOutcome) -> HistoryEntry:
-        alert = notification.alert
-        return HistoryEntry(
-            at=now,
-            fingerprint=notification.fingerprint,
-            source=alert.source,
-            kind=alert.kind.value,
-            severity=notification.severity.label,
-            channel=item.channel,
-            reason=item.decision.reason.value,
-            sent=item.decision.send,
-            delivered=item.delivery.ok if item.delivery is not None else None,
-            detail=(item.delivery.detail if item.delivery else item.decision.detail)[:300],
-            run_id=alert.run_id,
-            why="; ".join(notification.classification.reasons)[:1000],
+        why = "; ".join(notification.classification.reasons)
+        return _history_entry(
+            now, notification.alert, notification.fingerprint, notification.severity, item, why
         )
 
     def _record(self, entries: Sequence[HistoryEntry]) -> None:
@@ -836,6 +810,25 @@ class AlertManager:
                 f"{base}/dags/{quote(alert.dag_id)}/runs/{quote(alert.run_id)}/tasks/{quote(alert.task_id)}"
             )
         return f"{base}/dags/{quote(alert.dag_id)}"
+
+
+def _history_entry(
+    now: datetime, alert: Alert, fp: str, severity: Severity, item: ChannelOutcome, why: str
+) -> HistoryEntry:
+    return HistoryEntry(
+        at=now,
+        fingerprint=fp,
+        source=alert.source,
+        kind=alert.kind.value,
+        severity=severity.label,
+        channel=item.channel,
+        reason=item.decision.reason.value,
+        sent=item.decision.send,
+        delivered=item.delivery.ok if item.delivery is not None else None,
+        detail=(item.delivery.detail if item.delivery else item.decision.detail)[:300],
+        run_id=alert.run_id,
+        why=why[:1000],
+    )
 
 
 def _scrubbed_traceback(err: BaseException) -> str:

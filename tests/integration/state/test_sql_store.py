@@ -362,8 +362,8 @@ def test_occurrences_of_one_group_count_once(store: SqlStore) -> None:
     assert record("d|t|run2|0|1|task_failure", "run2", T0 + US) == (False, 2)
     assert record("d|t|run1|1|1|task_failure", "run1", T0 + US) == (True, 2)
     assert record("d|t|run3|-1|1|task_failure", None, T0 + US) == (False, 3)
-    # run1 and run2 left the window; run3 and this one remain
-    assert record("d|t|run4|-1|1|task_failure", None, T0 + window) == (False, 2)
+    # run1 (at T0) left the window; run2, run3 and this one are in it
+    assert record("d|t|run4|-1|1|task_failure", None, T0 + window) == (False, 3)
 
 
 def test_clear_suppressed_takes_reported_occurrences_off(store: SqlStore) -> None:
