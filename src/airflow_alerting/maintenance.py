@@ -19,34 +19,44 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
+    from airflow_alerting.manager import AlertManager
 
-def redeliver_outbox(limit: int = 200) -> dict[str, int]:
-    """Redeliver due outbox items with the shared manager; return counts for the task log / XCom.
+
+def redeliver_outbox(limit: int = 200, manager: AlertManager | None = None) -> dict[str, int]:
+    """Redeliver due outbox items (and due follow-up summaries); return counts for the task log / XCom.
 
     :param limit: most items handled in one run
+    :param manager: the manager whose store holds the outbox; the configured shared one when omitted
     """
     from airflow_alerting.manager import shared_manager
 
-    outcomes = shared_manager().redeliver_outbox(limit=limit)
+    outcomes = (manager or shared_manager()).redeliver_outbox(limit=limit)
     delivered = sum(1 for o in outcomes if o.delivery is not None and o.delivery.ok)
     return {"attempted": len(outcomes), "delivered": delivered, "still_failing": len(outcomes) - delivered}
 
 
+#: ``create_maintenance_dag``'s default schedule: ``[alerting] maintenance_schedule``
+FROM_CONFIG: Any = object()
+
+
 def create_maintenance_dag(
     dag_id: str = "alerting_maintenance",
-    schedule: Any = None,
+    schedule: Any = FROM_CONFIG,
     *,
     start_date: datetime = datetime(2026, 1, 1),
+    manager: AlertManager | None = None,
 ) -> DAG:
     """Build the maintenance DAG.
 
     :param dag_id: its id
-    :param schedule: cron expression, preset or timetable; ``[alerting] maintenance_schedule`` when omitted
+    :param schedule: cron expression, preset, timetable or ``None`` (manual runs only);
+        ``[alerting] maintenance_schedule`` when omitted
     :param start_date: its start date (no catch-up runs are made)
+    :param manager: the manager whose store to maintain, when the alerting DAGs use an explicit one
     """
     from airflow.sdk import DAG, task
 
-    if schedule is None:
+    if schedule is FROM_CONFIG:
         from airflow_alerting.config import load_settings
 
         schedule = load_settings().maintenance_schedule
@@ -61,5 +71,11 @@ def create_maintenance_dag(
         tags=["alerting", "maintenance"],
         default_args={"retries": 0, "execution_timeout": timedelta(minutes=10)},
     ) as dag:
-        task(task_id="redeliver_outbox")(redeliver_outbox)()
+
+        @task(task_id="redeliver_outbox")
+        def redeliver() -> dict[str, int]:
+            """Deliver what could not be delivered when its alert fired, and due follow-up summaries."""
+            return redeliver_outbox(manager=manager)
+
+        redeliver()
     return dag

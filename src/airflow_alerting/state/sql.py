@@ -530,7 +530,16 @@ def _claim_sql(
                 version=t.c.version + 1,
             )
         )
-    observed = (t.c.claim_token, t.c.last_sent_at, clock.now().label("db_now"))
+    # after a suppression: what held it back, and the running summary including it
+    observed = (
+        t.c.claim_token,
+        t.c.last_sent_at,
+        t.c.suppressed_count,
+        t.c.suppressed_since,
+        t.c.suppressed_until,
+        t.c.suppressed_sources,
+        clock.now().label("db_now"),
+    )
     if dialect == "mysql":  # neither MySQL nor MariaDB has UPDATE ... RETURNING
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
@@ -1526,11 +1535,18 @@ def _sending_decision(row: Row[Any], window: timedelta, severity: Severity, esca
 
 
 def _held_decision(row: Row[Any], window: timedelta) -> Decision:
-    """``throttle.decide``'s verdict for a held-back occurrence, from the row the suppression saw."""
+    """``throttle.decide``'s verdict for a held-back occurrence, from the row the suppression left.
+
+    Like the document stores, it carries the running suppressed summary, this occurrence included,
+    so the manager can tell the first occurrence held back after a send.
+    """
+    running = _summary(
+        row.suppressed_count, row.suppressed_since, row.suppressed_until, row.suppressed_sources
+    )
     if row.claim_token is not None:
-        return Decision(False, DecisionReason.IN_FLIGHT, detail="another worker is sending this alert")
+        return Decision(False, DecisionReason.IN_FLIGHT, running, "another worker is sending this alert")
     remaining = int((window - (row.db_now - row.last_sent_at)).total_seconds())
-    return Decision(False, DecisionReason.THROTTLED, detail=f"window has {max(remaining, 0)}s left")
+    return Decision(False, DecisionReason.THROTTLED, running, f"window has {max(remaining, 0)}s left")
 
 
 def _severity(value: Any) -> Severity | None:

@@ -120,7 +120,9 @@ def claim_rounds(queue: Any, index: int, store: SqlStore, barrier: Barrier, roun
                 source=f"dag.worker_{index}",
                 lease=timedelta(minutes=10),
             )
-            outcomes.append((number, claim.decision.send, claim.decision.reason))
+            outcomes.append(
+                (number, claim.decision.send, claim.decision.reason, claim.decision.suppressed.count)
+            )
         queue.put(outcomes)
     except BaseException as exc:  # reported to the parent, which fails the test with it
         barrier.abort()
@@ -138,15 +140,20 @@ def test_exactly_one_winner_per_round(
     elapsed = time.perf_counter() - started
 
     winners: Counter[int] = Counter()
+    running_counts: dict[int, list[int]] = {number: [] for number in range(ROUNDS)}
     for outcomes in results:
         assert len(outcomes) == ROUNDS
-        for number, sent, reason in outcomes:
+        for number, sent, reason, count in outcomes:
             if sent:
                 winners[number] += 1
                 assert reason is DecisionReason.FIRST
             else:
                 assert reason is DecisionReason.IN_FLIGHT
+                running_counts[number].append(count)
     assert [winners[number] for number in range(ROUNDS)] == [1] * ROUNDS
+    # every held-back claim was counted exactly once, one after another: 1, 2, ... N-1
+    for number in range(ROUNDS):
+        assert sorted(running_counts[number]) == list(range(1, PROCESSES)), number
     for number in range(ROUNDS):
         state = store.channel_state(f"{tag}-round-{number}", "chat")
         assert state is not None and state.suppressed.count == PROCESSES - 1
@@ -191,15 +198,16 @@ def test_a_crashed_senders_lease_expires(store: SqlStore) -> None:
     assert crashed == (True, DecisionReason.FIRST, 0)
 
     [blocked] = run_processes(1, claim_once, store, fingerprint, lease, False, timeout=60)
-    assert blocked == (False, DecisionReason.IN_FLIGHT, 0)
+    assert blocked == (False, DecisionReason.IN_FLIGHT, 1)  # held back, and counted
 
     time.sleep(lease.total_seconds() + 0.3)
     # several workers race for the expired claim: the roll-back and the new claim stay exact
     results = run_processes(4, claim_once, store, fingerprint, lease, False, timeout=60)
-    assert sorted(results, key=lambda r: not r[0]) == [
-        (True, DecisionReason.FIRST, 1),  # never delivered, so "first" again, carrying the blocked one
-        *[(False, DecisionReason.IN_FLIGHT, 0)] * 3,
-    ]
+    winners = [r for r in results if r[0]]
+    # never delivered, so "first" again, carrying the blocked occurrence
+    assert winners == [(True, DecisionReason.FIRST, 1)]
+    # the others are counted one by one against the new claim: running counts 1, 2, 3
+    assert sorted(r for r in results if not r[0]) == [(False, DecisionReason.IN_FLIGHT, n) for n in (1, 2, 3)]
 
 
 def create_tables(queue: Any, _index: int, url: str, prefix: str, barrier: Barrier) -> None:

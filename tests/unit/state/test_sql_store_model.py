@@ -211,7 +211,7 @@ class SqlAgreesWithMemory(RuleBasedStateMachine):
 
 
 SqlAgreesWithMemory.TestCase.settings = settings(
-    max_examples=80,
+    max_examples=60,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
