@@ -43,7 +43,7 @@ def deployment(slack: SlackServer, tmp_path_factory: pytest.TempPathFactory) -> 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
-    if report.when == "call" and report.failed:
+    if report.when in ("setup", "call") and report.failed:
         deployment = item.funcargs.get("deployment") if hasattr(item, "funcargs") else None
         if isinstance(deployment, Deployment):
             # the components' logs are the only way to see what the workers did

@@ -55,7 +55,9 @@ REDIS_DB = int(os.environ.get("ALERTING_DEPLOY_REDIS_DB", "11"))
 SQL_DAG = "alerting_deploy_sql"
 VARIABLES_DAG = "alerting_deploy_variables"
 SQL_FOLLOWUP_DAG = "alerting_deploy_sql_followup"
-DAG_IDS = (SQL_DAG, VARIABLES_DAG, SQL_FOLLOWUP_DAG)
+#: ``create_maintenance_dag`` on the manager (and SQL store) of :data:`SQL_DAG`
+MAINTENANCE_DAG = "alerting_deploy_maintenance"
+DAG_IDS = (SQL_DAG, VARIABLES_DAG, SQL_FOLLOWUP_DAG, MAINTENANCE_DAG)
 #: the exception every mapped instance raises (see the DAG file)
 ROOT_CAUSE = "database db-main.internal:5432 refused connection"
 
@@ -239,6 +241,14 @@ class StormResult:
     def workers(self) -> set[str]:
         return {str(m["worker"]) for m in self.markers}
 
+    @property
+    def callback_spread(self) -> float:
+        """Seconds between the first instance raising and the last alert callback returning."""
+        return float(max(m["finished_at"] for m in self.markers)) - self.first_raised_at
+
+    #: Unix time the first instance raised its exception
+    first_raised_at: float = 0.0
+
     def decisions(self, channel: str = "slack") -> list[dict[str, Any]]:
         return [c for m in self.markers for c in m["channels"] if c["channel"] == channel]
 
@@ -260,6 +270,7 @@ class Deployment:
     width: int
     concurrency: int
     followup_window: float
+    summary_after: float
     components: list[Component] = field(default_factory=list)
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0, trust_env=False))
     _runs: int = 0
@@ -311,7 +322,7 @@ class Deployment:
         checks: list[tuple[str, Callable[[], bool | None]]] = [
             ("the API server, scheduler and DAG processor to be healthy", self._healthy),
             ("the Celery workers to answer a ping", self._workers_ready),
-            ("the storm DAGs to be parsed", lambda: self._dags_parsed(DAG_IDS)),
+            ("the DAGs to be parsed", lambda: self._dags_parsed(DAG_IDS)),
         ]
         for what, check in checks:
             poll(what, check, timeout=timeout, interval=0.5, alive=self.check_alive)
@@ -327,10 +338,10 @@ class Deployment:
             raise DeploymentError(f"{method} {path} -> {response.status_code}: {response.text[:1000]}")
         return response.json() if response.content else None
 
-    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, *, prefix: str = "storm") -> str:
         """Start a run of ``dag_id`` through the REST API; return its run id."""
         self._runs += 1
-        run_id = f"storm_{self._runs}_{secrets.token_hex(4)}"
+        run_id = f"{prefix}_{self._runs}_{secrets.token_hex(4)}"
         body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
         self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
         return run_id
@@ -344,6 +355,19 @@ class Deployment:
 
         what = f"run {run_id} of {dag_id} to finish"
         return poll(what, finished, timeout=timeout, interval=1.0, alive=self.check_alive)
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """The XCom ``key`` a task of a run pushed (its return value by default)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        value = self.api("GET", path)["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
+    def run_maintenance(self, timeout: float = 180.0) -> tuple[str, Any]:
+        """Trigger :data:`MAINTENANCE_DAG`, wait for it; return its state and the sweep's counts (XCom)."""
+        run_id = self.trigger(MAINTENANCE_DAG, prefix="maintenance")
+        state = self.wait_for_run(MAINTENANCE_DAG, run_id, timeout)
+        counts = self.xcom(MAINTENANCE_DAG, run_id, "redeliver_outbox") if state == "success" else None
+        return state, counts
 
     def wait_for_callbacks(self, run_id: str, timeout: float = 180.0) -> list[dict[str, Any]]:
         """Wait for the marker every mapped instance writes after its alert callback; return them."""
@@ -371,7 +395,13 @@ class Deployment:
         markers = self.wait_for_callbacks(run_id)
         raised = [float(p.read_text()) for p in (self.sync_dir / run_id / "raised").iterdir()]
         return StormResult(
-            dag_id, run_id, state, markers, time.monotonic() - started, max(raised) - min(raised)
+            dag_id,
+            run_id,
+            state,
+            markers,
+            time.monotonic() - started,
+            max(raised) - min(raised),
+            first_raised_at=min(raised),
         )
 
     # --- state ------------------------------------------------------------------------------------
@@ -386,6 +416,25 @@ class Deployment:
         from airflow_alerting.state.sql import SqlStore
 
         return SqlStore(url=self.state_url, table_prefix=self.table_prefix)
+
+    def sql_outbox(self) -> list[dict[str, Any]]:
+        """The SQL store's outbox, oldest first: ``id``, ``next_attempt_at``, ``reason``, ``fingerprint``."""
+        with _pg(PG_STATE_DB) as cursor:
+            table = f'"{self.table_prefix}outbox"'
+            cursor.execute(f"SELECT id, next_attempt_at, notification FROM {table} ORDER BY created_at")
+            rows = cursor.fetchall()
+        items = []
+        for item_id, next_attempt_at, notification in rows:
+            document = json.loads(notification)
+            items.append(
+                {
+                    "id": item_id,
+                    "next_attempt_at": next_attempt_at,
+                    "reason": document["decision"]["reason"],
+                    "fingerprint": document["fingerprint"],
+                }
+            )
+        return items
 
     def variable(self, key: str) -> Any:
         """The JSON value of Variable ``key`` (through the REST API), or ``None`` if there is none."""
@@ -447,6 +496,7 @@ def airflow_deployment(
     concurrency: int = 12,
     width: int = 24,
     followup_window: float = 40.0,
+    summary_after: float = 15.0,
     ready_timeout: float = 240.0,
 ) -> Iterator[Deployment]:
     """Start a CeleryExecutor deployment on 127.0.0.1; stop and clean up everything on exit.
@@ -459,6 +509,8 @@ def airflow_deployment(
     :param width: mapped instances per storm run
     :param followup_window: the medium throttle window of ``alerting_deploy_sql_followup``, seconds:
         longer than a storm's callbacks take (a few seconds), short enough to wait for
+    :param summary_after: ``summary_after`` of ``alerting_deploy_sql``'s policy, seconds: longer than
+        a storm's callbacks take (their outbox sweeps must not send the summary), short enough to wait for
     :param ready_timeout: how long to wait for the deployment to become healthy
     """
     token = secrets.token_hex(4)
@@ -511,6 +563,7 @@ def airflow_deployment(
             "ALERTING_DEPLOY_TABLE_PREFIX": f"adeploy_{token}_",
             "ALERTING_DEPLOY_WIDTH": str(width),
             "ALERTING_DEPLOY_FOLLOWUP_WINDOW": str(followup_window),
+            "ALERTING_DEPLOY_SUMMARY_AFTER": str(summary_after),
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }
@@ -530,6 +583,7 @@ def airflow_deployment(
         width=width,
         concurrency=concurrency,
         followup_window=followup_window,
+        summary_after=summary_after,
     )
     airflow = [sys.executable, "-m", "airflow"]
     failed = True
@@ -627,9 +681,12 @@ class DuplicateRate:
 
     messages_per_run: list[int]
     reasons_per_run: list[dict[str, int]]
-    #: runs whose Slack claim token was still in the fingerprint's Variable after every callback
-    #: had returned: nobody will confirm or release it, so it blocks the window until its lease ends
+    #: runs whose fingerprint Variable still held a pending Slack claim after every callback had
+    #: returned (a loser's token, written back by a stale read-modify-write): nobody will confirm or
+    #: release it, so it blocks the window until its lease ends, then rolls the window back
     orphaned_claims: list[bool]
+    #: follow-up summaries queued per run (one would be right; more become duplicate summaries)
+    summaries_queued: list[int]
     storm_seconds: list[float]
     failure_spreads: list[float]
     width: int
@@ -663,11 +720,14 @@ class DuplicateRate:
             f" CeleryExecutor ({self.workers} workers x {self.concurrency} slots, Redis broker,"
             f" PostgreSQL metadata DB), {os.cpu_count()} CPUs",
             f"storm: {self.width} mapped tasks failing together with the same ConnectionError,"
-            " retries=0, medium severity (Slack only), escalation off, state cleared before each run",
+            " retries=0, medium severity (Slack only), default policy (escalation after 3 runs in 1 h,"
+            " summaries after 2 min), alerting Variables cleared before each run",
             f"runs: {self.runs}",
             f"slack messages per run: {self.messages_per_run}",
             f"decisions per run (slack channel): {self.reasons_per_run}",
-            f"claim left pending after the storm (orphaned) per run: {self.orphaned_claims}",
+            f"claim left pending in the fingerprint Variable after the storm (orphaned) per run:"
+            f" {self.orphaned_claims}",
+            f"follow-up summaries queued per run (1 is right): {self.summaries_queued}",
             f"failure spread per run (s): {[round(s, 2) for s in self.failure_spreads]}",
             f"storm duration per run (s): {[round(s, 1) for s in self.storm_seconds]}",
             f"duplicate rate: {self.rate:.2f} extra messages per storm"
@@ -685,6 +745,7 @@ def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) 
     counts: list[int] = []
     reasons: list[dict[str, int]] = []
     orphaned: list[bool] = []
+    summaries: list[int] = []
     durations: list[float] = []
     spreads: list[float] = []
     for _ in range(runs):
@@ -701,6 +762,8 @@ def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) 
         document = deployment.variable(f"alerting.fp.{fingerprint}") or {}
         slack_state = (document.get("channels") or {}).get("slack") or {}
         orphaned.append(slack_state.get("claim_token") is not None)
+        outbox = (deployment.variable("alerting.outbox") or {}).get("items") or []
+        summaries.append(sum(1 for item in outbox if item["notification"]["decision"]["reason"] == "summary"))
         durations.append(result.seconds)
         spreads.append(result.failure_spread)
     deployment.clear_alerting_variables()
@@ -708,6 +771,7 @@ def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) 
         counts,
         reasons,
         orphaned,
+        summaries,
         durations,
         spreads,
         deployment.width,

@@ -4,7 +4,9 @@ The module starts PostgreSQL-backed Airflow with the CeleryExecutor (API server,
 processor, two Celery workers with 12 slots each, Redis broker) once, and triggers storm DAGs
 through the REST API: 24 mapped instances wait for each other at a barrier and then raise the
 same ``ConnectionError`` at once, so their failure callbacks race on one fingerprint from two
-workers (see ``dags/alerting_deploy_dags.py`` and ``harness.py``).
+workers (see ``dags/alerting_deploy_dags.py`` and ``harness.py``).  The policies keep the default
+escalation rule (3 runs within 1 h), which must not fire for one run however many of its mapped
+instances fail, and the SQL storm's burst is summarised by the maintenance DAG afterwards.
 
 Run just these: ``pytest -m deployment``; skip them: ``pytest -m "not deployment"``.
 """
@@ -12,14 +14,16 @@ Run just these: ``pytest -m deployment``; skip them: ``pytest -m "not deployment
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from deployment.harness import (
+    MAINTENANCE_DAG,
     SQL_DAG,
     SQL_FOLLOWUP_DAG,
     Deployment,
@@ -49,6 +53,8 @@ def _check_storm(result: StormResult, deployment: Deployment) -> str:
     # one fingerprint for all mapped instances: map_index is not part of it
     assert len(result.fingerprints) == 1, result.fingerprints
     assert {m["severity"] for m in result.markers} == {"medium"}
+    # the default escalation rule counts runs, not mapped instances: one run never escalates
+    assert [m["escalation"] for m in result.markers] == [None] * deployment.width
     # medium goes to Slack only; nothing was routed anywhere else
     assert {c["channel"] for m in result.markers for c in m["channels"]} == {"slack"}
     # the barrier works: the instances failed at nearly the same moment
@@ -62,14 +68,30 @@ def _history(deployment: Deployment, fingerprint: str, run_id: str) -> list[Hist
     return [e for e in entries if e.fingerprint == fingerprint and e.run_id == run_id]
 
 
-def test_sql_store_sends_exactly_one_alert_for_a_storm(deployment: Deployment, slack: SlackServer) -> None:
+def _summaries(deployment: Deployment, fingerprint: str) -> list[dict[str, Any]]:
+    return [
+        i for i in deployment.sql_outbox() if i["fingerprint"] == fingerprint and i["reason"] == "summary"
+    ]
+
+
+@pytest.fixture(scope="module")
+def sql_storm(deployment: Deployment, slack: SlackServer) -> StormResult:
+    """One storm of ``alerting_deploy_sql`` (SQL store), shared by the tests of its alert and summary."""
     slack.clear()
     result = deployment.run_storm(SQL_DAG)
-    fingerprint = _check_storm(result, deployment)
     print(
         f"\nSQL storm: {result.seconds:.1f}s from trigger to the last callback,"
-        f" failures within {result.failure_spread:.2f}s"
+        f" failures within {result.failure_spread:.2f}s,"
+        f" callbacks done {result.callback_spread:.1f}s after the first failure"
     )
+    return result
+
+
+def test_sql_store_sends_exactly_one_alert_for_a_storm(
+    deployment: Deployment, slack: SlackServer, sql_storm: StormResult
+) -> None:
+    result = sql_storm
+    fingerprint = _check_storm(result, deployment)
 
     messages = slack_messages_for(slack.messages, fingerprint)
     assert len(messages) == 1, [m.get("text") for m in messages]
@@ -87,7 +109,8 @@ def test_sql_store_sends_exactly_one_alert_for_a_storm(deployment: Deployment, s
     # the alert history counts every occurrence: one sent, 23 suppressed, one per mapped instance
     history = _history(deployment, fingerprint, result.run_id)
     assert len(history) == deployment.width
-    assert {e.channel for e in history} == {"slack"}
+    assert {e.channel for e in history} == {"slack"}, "escalated to high: routed to email too"
+    assert {e.severity for e in history} == {"medium"}
     assert [(e.sent, e.delivered) for e in history].count((True, True)) == 1
     assert {e.reason for e in history if not e.sent} <= SUPPRESSED
     assert len({e.source for e in history}) == deployment.width  # dag.task[map_index] each
@@ -98,13 +121,63 @@ def test_sql_store_sends_exactly_one_alert_for_a_storm(deployment: Deployment, s
     assert state.claim_token is None, "the sender confirmed its claim"
     assert state.suppressed.count == deployment.width - 1
 
+    # the first occurrence held back queued one follow-up summary, not yet due
+    (summary,) = _summaries(deployment, fingerprint)
+    assert summary["next_attempt_at"].timestamp() > time.time()
+
+
+def test_maintenance_dag_sends_one_follow_up_summary(
+    deployment: Deployment, slack: SlackServer, sql_storm: StormResult
+) -> None:
+    """The folded-in count arrives as a follow-up summary, sent by the maintenance DAG once it is due.
+
+    ``alerting_deploy_sql``'s policy has ``summary_after: 15``; ``alerting_deploy_maintenance`` is
+    ``create_maintenance_dag(..., manager=<the SQL storm DAG's manager>)``.
+    """
+    fingerprint = _check_storm(sql_storm, deployment)
+    assert len(slack_messages_for(slack.messages, fingerprint)) == 1, "summary sent before it was due"
+    (summary,) = _summaries(deployment, fingerprint)
+    # the outbox compares with the database's clock, which is this machine's
+    wait = summary["next_attempt_at"].timestamp() - time.time() + 0.5
+    print(f"\nsummary due {wait:.1f}s after the SQL storm test")
+    time.sleep(max(0.0, wait))
+
+    state, counts = deployment.run_maintenance()
+    assert state == "success"
+    assert counts == {"attempted": 1, "delivered": 1, "still_failing": 0}
+    messages = slack_messages_for(slack.messages, fingerprint)
+    assert len(messages) == 2, [m.get("text") for m in messages]
+    assert len(slack.messages) == 2, "nothing else was posted"
+    folded = f"{deployment.width - 1} more similar failures since the last alert"
+    assert folded in messages[1]["text"], messages[1]["text"]
+    assert folded in str(messages[1]["blocks"]), messages[1]["blocks"]
+    assert f"{deployment.width - 1} similar failures suppressed" in str(messages[1]["blocks"])
+    assert "more similar failures" not in str(messages[0])
+
+    history = deployment.sql_store().history(1000)
+    summaries = [e for e in history if e.fingerprint == fingerprint and e.reason == "summary"]
+    assert [(e.sent, e.delivered, e.channel) for e in summaries] == [(True, True, "slack")]
+    assert summaries[0].run_id == sql_storm.run_id
+    # reported: the next regular alert must not count the 23 again, and nothing is left to send
+    channel_state = deployment.sql_store().channel_state(fingerprint, "slack")
+    assert channel_state is not None and channel_state.suppressed.count == 0
+    assert _summaries(deployment, fingerprint) == []
+
+    state, counts = deployment.run_maintenance()
+    assert state == "success"
+    assert counts == {"attempted": 0, "delivered": 0, "still_failing": 0}
+    assert len(slack.messages) == 2, [m.get("text") for m in slack.messages[2:]]
+    assert deployment.api("GET", f"/api/v2/dags/{MAINTENANCE_DAG}/dagRuns")["total_entries"] == 2
+
 
 def test_next_alert_reports_what_the_storm_folded_in(deployment: Deployment, slack: SlackServer) -> None:
-    """The product has no digest yet: the count reaches Slack with the next alert after the window.
+    """Without a summary first, the count reaches Slack with the next alert after the window.
 
-    ``alerting_deploy_sql_followup`` has a short (40 s) medium window.  A second storm, held back until
-    the first one's window has passed, sends exactly one alert again, and that alert says the
-    23 occurrences of the first storm were suppressed.
+    ``alerting_deploy_sql_followup`` has a short (40 s) medium window and the default
+    ``summary_after`` (2 min, not reached here).  A second storm, held back until the first one's
+    window has passed, sends exactly one alert again, and that alert says the 23 occurrences of
+    the first storm were suppressed.  Two runs are two recurrences: still below the default
+    escalation rule's 3 (which ``_check_storm`` checks).
     """
     slack.clear()
     first = deployment.run_storm(SQL_FOLLOWUP_DAG)

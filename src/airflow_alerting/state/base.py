@@ -170,7 +170,9 @@ class StateStore(abc.ABC):
 
         When the decision is to send, the window is held under a lease until :meth:`confirm`
         or :meth:`release`; when it is not, the suppressed occurrence is counted so the next
-        notification can report it.
+        notification can report it, and the returned decision carries the running suppressed
+        summary (this occurrence included), which the manager uses to spot the first occurrence
+        held back after a send.
         """
 
     @abc.abstractmethod

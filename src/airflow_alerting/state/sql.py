@@ -10,10 +10,10 @@ its own clock, so any number of workers, DAG processors and triggerers racing on
   <claimable>``; the winner is the one whose update matched a row.
 
 ``<claimable>`` is :func:`airflow_alerting.throttle.decide`'s send rule written in SQL.  A
-losing attempt counts itself as suppressed with a second conditional statement
-(``WHERE <not claimable>``), so the counters reported by the next send are exact too.
-Rolling a claim back (a failed delivery, or a crashed sender whose lease expired) merges
-two bounded source lists, which the dialects express very differently; that rare path is a
+losing attempt counts itself as suppressed with a second conditional statement in the same
+short transaction (``WHERE <held back>``), so the counts reported by the next send are exact too.
+Rolling a claim back (a failed delivery, or a crashed sender whose lease expired) merges two
+bounded source lists, which the dialects express very differently; that rare path is a
 compare-and-set on a ``version`` column using the pure rules of :mod:`~airflow_alerting.throttle`.
 
 Importing this module is cheap: SQLAlchemy and the drivers are imported on first use, because

@@ -17,6 +17,9 @@ Settings come from the environment the harness gives every Airflow component:
     how many mapped instances (24)
 ``ALERTING_DEPLOY_FOLLOWUP_WINDOW``
     the medium throttle window, in seconds, of the ``alerting_deploy_sql_followup`` DAG
+``ALERTING_DEPLOY_SUMMARY_AFTER``
+    ``summary_after``, in seconds, of the ``alerting_deploy_sql`` DAG's policy: how soon the
+    ``alerting_deploy_maintenance`` DAG (built on the same manager) may send its follow-up summary
 ``ALERTING_DEPLOY_WORKER``
     set per Celery worker (``w1``, ``w2``); recorded in the markers
 """
@@ -33,6 +36,7 @@ from typing import Any
 from airflow.sdk import dag, task
 
 from airflow_alerting import AlertManager, AlertNotifier, AlertPolicy
+from airflow_alerting.maintenance import create_maintenance_dag
 from airflow_alerting.state.sql import SqlStore
 from airflow_alerting.state.variables import VariableStore
 
@@ -40,6 +44,7 @@ SYNC_DIR = Path(os.environ.get("ALERTING_DEPLOY_SYNC_DIR", "/tmp/alerting-deploy
 TABLE_PREFIX = os.environ.get("ALERTING_DEPLOY_TABLE_PREFIX", "alerting_")
 WIDTH = int(os.environ.get("ALERTING_DEPLOY_WIDTH", "24"))
 FOLLOWUP_WINDOW = float(os.environ.get("ALERTING_DEPLOY_FOLLOWUP_WINDOW", "40"))
+SUMMARY_AFTER = float(os.environ.get("ALERTING_DEPLOY_SUMMARY_AFTER", "15"))
 #: the connection of the SQL state store (``AIRFLOW_CONN_ALERTING_STATE``)
 STATE_CONN_ID = "alerting_state"
 #: how long an instance waits for the others at the barrier before failing anyway
@@ -74,6 +79,7 @@ def _marker_callback(notifier: AlertNotifier) -> Any:
             "finished_at": time.time(),
             "fingerprint": outcome.fingerprint if outcome else None,
             "severity": outcome.severity.label if outcome else None,
+            "escalation": outcome.escalation.describe() if outcome and outcome.escalation else None,
             "channels": [
                 {
                     "channel": item.channel,
@@ -125,28 +131,30 @@ def _storm_dag(dag_id: str, manager: AlertManager, description: str) -> None:
     storm()
 
 
-# Escalation is off: with the default rule (3 occurrences within 1 h) the 3rd mapped instance of
-# the same run escalates the storm to high, which adds an email and can add a second Slack message
-# (see tests/deployment/README.md).  Everything else is the default policy.
-NO_ESCALATION: dict[str, Any] = {"escalation": {"after": 0}}
+# Default policies (escalation after 3 runs within 1 h: the mapped instances of one run are one
+# occurrence), except for the windows the tests need to wait for.
+SQL_MANAGER = AlertManager(
+    AlertPolicy.from_dict({"summary_after": SUMMARY_AFTER}),
+    store=SqlStore(STATE_CONN_ID, table_prefix=TABLE_PREFIX),
+)
 
 _storm_dag(
     "alerting_deploy_sql",
-    AlertManager(
-        AlertPolicy.from_dict(NO_ESCALATION), store=SqlStore(STATE_CONN_ID, table_prefix=TABLE_PREFIX)
-    ),
-    "Exact SQL state store (PostgreSQL), default 15 min medium window.",
+    SQL_MANAGER,
+    "Exact SQL state store (PostgreSQL), default 15 min medium window, short summary_after.",
 )
 _storm_dag(
     "alerting_deploy_variables",
-    AlertManager(AlertPolicy.from_dict(NO_ESCALATION), store=VariableStore()),
-    "Best-effort Variables state store, default 15 min medium window.",
+    AlertManager(AlertPolicy(), store=VariableStore()),
+    "Best-effort Variables state store, default policy.",
 )
 _storm_dag(
     "alerting_deploy_sql_followup",
     AlertManager(
-        AlertPolicy.from_dict({**NO_ESCALATION, "throttle": {"windows": {"medium": FOLLOWUP_WINDOW}}}),
+        AlertPolicy.from_dict({"throttle": {"windows": {"medium": FOLLOWUP_WINDOW}}}),
         store=SqlStore(STATE_CONN_ID, table_prefix=TABLE_PREFIX),
     ),
     "SQL state store with a short medium window, so a second storm reports what the first folded in.",
 )
+# manual runs only: the test triggers it once the SQL storm's summary is due
+maintenance = create_maintenance_dag(dag_id="alerting_deploy_maintenance", schedule=None, manager=SQL_MANAGER)
