@@ -6,9 +6,17 @@ cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-}"
 if [[ -z "$PYTHON" ]]; then
-  for candidate in python3.12 python3.11 python3.10 python3; do
-    if command -v "$candidate" >/dev/null 2>&1; then PYTHON="$candidate"; break; fi
+  # a pyenv shim can exist for a version that is not active: ask each candidate to actually run
+  for candidate in python3.11 python3.12 python3.10 python3; do
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' >/dev/null 2>&1; then
+      PYTHON="$candidate"
+      break
+    fi
   done
+fi
+if [[ -z "$PYTHON" ]]; then
+  echo "no Python >= 3.10 found; set PYTHON=/path/to/python3" >&2
+  exit 1
 fi
 if [[ ! -x .venv/bin/python ]]; then
   echo "Creating .venv with $("$PYTHON" --version)" >&2

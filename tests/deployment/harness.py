@@ -685,8 +685,13 @@ class DuplicateRate:
     #: returned (a loser's token, written back by a stale read-modify-write): nobody will confirm or
     #: release it, so it blocks the window until its lease ends, then rolls the window back
     orphaned_claims: list[bool]
-    #: follow-up summaries queued per run (one would be right; more become duplicate summaries)
+    #: held-back occurrences per run that saw themselves as the first one held back (suppressed
+    #: count 1), each of which queues a follow-up summary; exactly one would be right
+    summaries_scheduled: list[int]
+    #: follow-up summaries in the outbox Variable after the storm (fewer than scheduled: lost writes)
     summaries_queued: list[int]
+    #: the held-back occurrences the fingerprint Variable counted per run (width - 1 would be right)
+    suppressed_recorded: list[int]
     storm_seconds: list[float]
     failure_spreads: list[float]
     width: int
@@ -727,7 +732,10 @@ class DuplicateRate:
             f"decisions per run (slack channel): {self.reasons_per_run}",
             f"claim left pending in the fingerprint Variable after the storm (orphaned) per run:"
             f" {self.orphaned_claims}",
-            f"follow-up summaries queued per run (1 is right): {self.summaries_queued}",
+            f"suppressed occurrences recorded for the next notification per run ({self.width - 1} is right):"
+            f" {self.suppressed_recorded}",
+            f"follow-up summaries scheduled per run (1 is right): {self.summaries_scheduled}",
+            f"follow-up summaries left in the outbox Variable per run (1 is right): {self.summaries_queued}",
             f"failure spread per run (s): {[round(s, 2) for s in self.failure_spreads]}",
             f"storm duration per run (s): {[round(s, 1) for s in self.storm_seconds]}",
             f"duplicate rate: {self.rate:.2f} extra messages per storm"
@@ -745,7 +753,9 @@ def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) 
     counts: list[int] = []
     reasons: list[dict[str, int]] = []
     orphaned: list[bool] = []
+    scheduled: list[int] = []
     summaries: list[int] = []
+    suppressed: list[int] = []
     durations: list[float] = []
     spreads: list[float] = []
     for _ in range(runs):
@@ -762,6 +772,9 @@ def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) 
         document = deployment.variable(f"alerting.fp.{fingerprint}") or {}
         slack_state = (document.get("channels") or {}).get("slack") or {}
         orphaned.append(slack_state.get("claim_token") is not None)
+        suppressed.append(int((slack_state.get("suppressed") or {}).get("count") or 0))
+        held_first = [d for d in result.decisions("slack") if not d["send"] and d["suppressed_count"] == 1]
+        scheduled.append(len(held_first))
         outbox = (deployment.variable("alerting.outbox") or {}).get("items") or []
         summaries.append(sum(1 for item in outbox if item["notification"]["decision"]["reason"] == "summary"))
         durations.append(result.seconds)
@@ -771,7 +784,9 @@ def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) 
         counts,
         reasons,
         orphaned,
+        scheduled,
         summaries,
+        suppressed,
         durations,
         spreads,
         deployment.width,
