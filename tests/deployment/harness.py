@@ -496,7 +496,7 @@ def airflow_deployment(
     concurrency: int = 12,
     width: int = 24,
     followup_window: float = 40.0,
-    summary_after: float = 15.0,
+    summary_after: float = 30.0,
     ready_timeout: float = 240.0,
 ) -> Iterator[Deployment]:
     """Start a CeleryExecutor deployment on 127.0.0.1; stop and clean up everything on exit.
@@ -510,7 +510,8 @@ def airflow_deployment(
     :param followup_window: the medium throttle window of ``alerting_deploy_sql_followup``, seconds:
         longer than a storm's callbacks take (a few seconds), short enough to wait for
     :param summary_after: ``summary_after`` of ``alerting_deploy_sql``'s policy, seconds: longer than
-        a storm's callbacks take (their outbox sweeps must not send the summary), short enough to wait for
+        a storm's callbacks take (their outbox sweeps must not send the summary; ~3 s, ~11 s on a
+        loaded machine), short enough to wait for
     :param ready_timeout: how long to wait for the deployment to become healthy
     """
     token = secrets.token_hex(4)

@@ -131,8 +131,9 @@ def test_maintenance_dag_sends_one_follow_up_summary(
 ) -> None:
     """The folded-in count arrives as a follow-up summary, sent by the maintenance DAG once it is due.
 
-    ``alerting_deploy_sql``'s policy has ``summary_after: 15``; ``alerting_deploy_maintenance`` is
-    ``create_maintenance_dag(..., manager=<the SQL storm DAG's manager>)``.
+    ``alerting_deploy_sql``'s policy has ``summary_after: 30`` (the storm's own callbacks, which
+    sweep the outbox too, are done within a few seconds, ~11 s on a loaded 2-CPU machine);
+    ``alerting_deploy_maintenance`` is ``create_maintenance_dag(..., manager=<that DAG's manager>)``.
     """
     fingerprint = _check_storm(sql_storm, deployment)
     assert len(slack_messages_for(slack.messages, fingerprint)) == 1, "summary sent before it was due"
@@ -173,8 +174,8 @@ def test_maintenance_dag_sends_one_follow_up_summary(
 def test_next_alert_reports_what_the_storm_folded_in(deployment: Deployment, slack: SlackServer) -> None:
     """Without a summary first, the count reaches Slack with the next alert after the window.
 
-    ``alerting_deploy_sql_followup`` has a short (40 s) medium window and the default
-    ``summary_after`` (2 min, not reached here).  A second storm, held back until the first one's
+    ``alerting_deploy_sql_followup`` has a short (40 s) medium window and a long ``summary_after``
+    (10 min, never reached here).  A second storm, held back until the first one's
     window has passed, sends exactly one alert again, and that alert says the 23 occurrences of
     the first storm were suppressed.  Two runs are two recurrences: still below the default
     escalation rule's 3 (which ``_check_storm`` checks).

@@ -124,7 +124,11 @@ class EmailChannel:
         from airflow.sdk import BaseHook
 
         action = f"email via {self.smtp_conn_id!r}"
-        if not BaseHook.get_connection(self.smtp_conn_id).host:
+        try:
+            host = BaseHook.get_connection(self.smtp_conn_id).host
+        except Exception as exc:  # a missing connection is reported, not raised
+            return exception_failure(self.name, exc, action=action)
+        if not host:
             # smtplib would report "please run connect() first", which looks transient; it is not
             return result(
                 self.name, ok=False, retryable=False, detail=f"{action}: the connection has no host"

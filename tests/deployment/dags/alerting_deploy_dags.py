@@ -44,7 +44,7 @@ SYNC_DIR = Path(os.environ.get("ALERTING_DEPLOY_SYNC_DIR", "/tmp/alerting-deploy
 TABLE_PREFIX = os.environ.get("ALERTING_DEPLOY_TABLE_PREFIX", "alerting_")
 WIDTH = int(os.environ.get("ALERTING_DEPLOY_WIDTH", "24"))
 FOLLOWUP_WINDOW = float(os.environ.get("ALERTING_DEPLOY_FOLLOWUP_WINDOW", "40"))
-SUMMARY_AFTER = float(os.environ.get("ALERTING_DEPLOY_SUMMARY_AFTER", "15"))
+SUMMARY_AFTER = float(os.environ.get("ALERTING_DEPLOY_SUMMARY_AFTER", "30"))
 #: the connection of the SQL state store (``AIRFLOW_CONN_ALERTING_STATE``)
 STATE_CONN_ID = "alerting_state"
 #: how long an instance waits for the others at the barrier before failing anyway
@@ -151,7 +151,8 @@ _storm_dag(
 _storm_dag(
     "alerting_deploy_sql_followup",
     AlertManager(
-        AlertPolicy.from_dict({"throttle": {"windows": {"medium": FOLLOWUP_WINDOW}}}),
+        # no summary within the test (a slow second storm could outlast the default 2 min)
+        AlertPolicy.from_dict({"throttle": {"windows": {"medium": FOLLOWUP_WINDOW}}, "summary_after": 600}),
         store=SqlStore(STATE_CONN_ID, table_prefix=TABLE_PREFIX),
     ),
     "SQL state store with a short medium window, so a second storm reports what the first folded in.",
