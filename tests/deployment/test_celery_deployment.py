@@ -149,6 +149,7 @@ def test_maintenance_dag_sends_one_follow_up_summary(
     messages = slack_messages_for(slack.messages, fingerprint)
     assert len(messages) == 2, [m.get("text") for m in messages]
     assert len(slack.messages) == 2, "nothing else was posted"
+    print(f"summary: {messages[1]['text']}")
     folded = f"{deployment.width - 1} more similar failures since the last alert"
     assert folded in messages[1]["text"], messages[1]["text"]
     assert folded in str(messages[1]["blocks"]), messages[1]["blocks"]
