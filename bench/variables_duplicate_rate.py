@@ -5,8 +5,10 @@ processor, two Celery workers, Redis broker, fresh PostgreSQL metadata database;
 127.0.0.1), then triggers ``alerting_deploy_variables`` ``--runs`` times: each run has
 ``--width`` mapped tasks that fail at the same moment with the same ``ConnectionError``, after
 the alerting Variables were cleared.  Exactly one Slack message per run would be right; the
-report gives the messages per run, the decisions behind them and the duplicate rate (extra
-messages per run), prints it and writes it to ``--output``.
+report gives the messages per run, the decisions behind them, the duplicate rate (extra
+messages per run) and lost alerts, plus how the burst was booked for reporting (suppressed
+occurrences counted, follow-up summaries scheduled and left in the outbox), prints it and
+writes it to ``--output``.
 
 Needs PostgreSQL and Redis on 127.0.0.1 and the ``dev`` extra installed::
 
