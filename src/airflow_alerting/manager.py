@@ -270,7 +270,8 @@ class AlertManager:
             self.store.outbox_remove(item.id)
             return None
         noun = "failure" if pending.count == 1 else "failures"
-        title = f"{original.alert.source}: {pending.count} more similar {noun} since the last alert"
+        # dag.task, not one arbitrary mapped instance of the burst
+        title = f"{original.alert.incident_key}: {pending.count} more similar {noun} since the last alert"
         return replace(
             original,
             alert=replace(original.alert, title=title),
