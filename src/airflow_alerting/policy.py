@@ -176,7 +176,7 @@ def _policy_yaml_loader() -> Any:
     import yaml
 
     class PolicyLoader(yaml.SafeLoader):
-        pass
+        """SafeLoader with its own resolver table, so the global SafeLoader is left untouched."""
 
     int_tag = "tag:yaml.org,2002:int"
     PolicyLoader.yaml_implicit_resolvers = {

@@ -25,6 +25,7 @@ from urllib.error import HTTPError, URLError
 from airflow_alerting.model import DeliveryResult
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
+_SECONDS = re.compile(r"[+-]?\d+(?:\.\d*)?|[+-]?\.\d+")
 _DETAIL_LIMIT = 300
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.:\- ]{1,80}")
 #: secrets shorter than this are not searched for; they would match innocent text
@@ -160,10 +161,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if value is None or not value.strip():
         return None
     text = value.strip()
-    try:
+    if _SECONDS.fullmatch(text):
         return max(0.0, float(text))
-    except ValueError:
-        pass
+    # otherwise Retry-After is an HTTP date
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError):
