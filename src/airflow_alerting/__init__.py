@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_alerting.classify import Rule, SeverityClassifier, classify_error_severity
     from airflow_alerting.context import alert_from_context
+    from airflow_alerting.incidents.model import Incident, IncidentState
+    from airflow_alerting.incidents.silences import Silence
     from airflow_alerting.manager import AlertManager
     from airflow_alerting.matching import AlertMatcher
-    from airflow_alerting.model import Alert, AlertKind, AlertOutcome, Severity
+    from airflow_alerting.model import Alert, AlertKind, AlertOutcome, NotificationAction, Severity
     from airflow_alerting.notifications.alert import AlertNotifier
     from airflow_alerting.policy import AlertPolicy, PolicyError
     from airflow_alerting.routing import Route, SeverityRouter
@@ -27,12 +29,16 @@ __all__ = [
     "AlertNotifier",
     "AlertOutcome",
     "AlertPolicy",
+    "Incident",
+    "IncidentState",
+    "NotificationAction",
     "PolicyError",
     "Route",
     "Rule",
     "Severity",
     "SeverityClassifier",
     "SeverityRouter",
+    "Silence",
     "alert_from_context",
     "classify_error_severity",
 ]
@@ -42,6 +48,10 @@ _LOCATIONS = {
     "AlertKind": "model",
     "AlertOutcome": "model",
     "Severity": "model",
+    "NotificationAction": "model",
+    "Incident": "incidents.model",
+    "IncidentState": "incidents.model",
+    "Silence": "incidents.silences",
     "AlertManager": "manager",
     "AlertMatcher": "matching",
     "AlertNotifier": "notifications.alert",

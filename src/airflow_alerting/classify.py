@@ -2,15 +2,17 @@
 
 The classifier looks at the exception (type with its bases, and message), the task's
 context (will it retry, business impact, how much waits downstream), optional business
-hours, and user rules; it returns a :class:`~airflow_alerting.model.Classification`
-whose ``reasons`` say, in words, every step that shaped the result.
+hours and critical windows, and user rules; it returns a
+:class:`~airflow_alerting.model.Classification` whose ``reasons`` say, in words, every
+step that shaped the result.
 """
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -60,8 +62,12 @@ class BusinessHours:
             raise ValueError("business hours: start and end must differ")
 
     def contains(self, moment: datetime) -> bool:
-        """``True`` inside the hours; ``end`` before ``start`` means the hours wrap past midnight."""
-        local = moment.astimezone(ZoneInfo(self.timezone))
+        """``True`` inside the hours; ``end`` before ``start`` means the hours wrap past midnight.
+
+        Compared on the local wall clock, so the hours follow daylight-saving changes; a naive
+        ``moment`` is taken as UTC.
+        """
+        local = _aware(moment).astimezone(ZoneInfo(self.timezone))
         now = local.time()
         if self.start < self.end:
             return local.isoweekday() in self.days and self.start <= now < self.end
@@ -69,6 +75,83 @@ class BusinessHours:
         if now >= self.start:
             return local.isoweekday() in self.days
         return (local - timedelta(days=1)).isoweekday() in self.days and now < self.end
+
+
+@dataclass(frozen=True)
+class CriticalWindow:
+    """A period in which failures matter more (month-end close, a launch), so severity is raised.
+
+    A window covers ``start`` to ``end`` (local time) on each of its days; an ``end`` before
+    ``start`` wraps past midnight and the early hours belong to the day the window started on,
+    and ``start == end`` covers the whole 24 hours from ``start``.  A day must satisfy both
+    ``days_of_month`` and ``weekdays`` when both are given; an empty one allows every day.
+
+    :param name: short identifier shown in reasons
+    :param timezone: IANA zone name the days and times are read in
+    :param days_of_month: days of the month; negative counts from the month's end (-1 is the last
+        day, -2 the one before), so a month-end window works for every month length.  A day the
+        month does not have (31 in April) simply never matches
+    :param weekdays: ISO weekdays (1 = Monday)
+    :param start: start of the window (local time)
+    :param end: end of the window (local time), exclusive
+    :param raise_by: levels to raise an alert inside the window (capped at critical)
+    :param match: only alerts this matches are raised; every alert when ``None``
+    """
+
+    name: str
+    timezone: str = "UTC"
+    days_of_month: tuple[int, ...] = ()
+    weekdays: tuple[int, ...] = ()
+    start: time = time(0, 0)
+    end: time = time(0, 0)
+    raise_by: int = 1
+    match: AlertMatcher | None = None
+
+    def __post_init__(self) -> None:
+        ZoneInfo(self.timezone)  # first, so an unknown zone is what a policy load reports for it
+        if not self.name:
+            raise ValueError("critical window: name must not be empty")
+        if any(not 1 <= abs(d) <= 31 for d in self.days_of_month):
+            raise ValueError("critical window: days_of_month must be 1..31 or -31..-1")
+        if any(not 1 <= d <= 7 for d in self.weekdays):
+            raise ValueError("critical window: weekdays must be 1..7 (1 = Monday)")
+        if self.raise_by < 1:
+            raise ValueError("critical window: raise_by must be at least 1")
+
+    def day_of(self, moment: datetime) -> date | None:
+        """The local day of the window that contains ``moment``, or ``None`` when outside it.
+
+        That is the day the window started on, which for a window wrapping midnight is the day
+        before ``moment``'s local date.  A naive ``moment`` is taken as UTC.
+        """
+        local = _aware(moment).astimezone(ZoneInfo(self.timezone))
+        now = local.time()
+        today = local.date()
+        if self.start < self.end:
+            inside = self.start <= now < self.end
+            return today if inside and self._is_window_day(today) else None
+        if now >= self.start:
+            return today if self._is_window_day(today) else None
+        yesterday = today - timedelta(days=1)
+        return yesterday if now < self.end and self._is_window_day(yesterday) else None
+
+    def contains(self, moment: datetime) -> bool:
+        """``True`` when ``moment`` falls inside the window (the alert is not looked at)."""
+        return self.day_of(moment) is not None
+
+    def _is_window_day(self, day: date) -> bool:
+        if self.weekdays and day.isoweekday() not in self.weekdays:
+            return False
+        if not self.days_of_month:
+            return True
+        last = calendar.monthrange(day.year, day.month)[1]
+        # -1 is the last day: 31 in January, 28 or 29 in February
+        return any(day.day == (d if d > 0 else last + 1 + d) for d in self.days_of_month)
+
+
+def _aware(moment: datetime) -> datetime:
+    # astimezone() would read a naive datetime in the host's zone; the package's clocks are UTC
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def _rule(name: str, severity: Severity, description: str, **match: Any) -> Rule:
@@ -214,7 +297,10 @@ class SeverityClassifier:
     :param business_hours: working hours; outside them, ``off_hours_lower_by`` levels are taken off
         non-critical alerts
     :param off_hours_lower_by: levels to lower outside business hours
-    :param clock: returns "now" (injectable for tests)
+    :param critical_windows: periods that raise the severity of the alerts they match; applied after
+        the business-hours lowering, so a month-end night failure is lowered, then raised again
+    :param clock: returns "now", used only for an alert without ``occurred_at`` (the
+        :class:`~airflow_alerting.manager.AlertManager` always sets it, from its own clock)
     """
 
     rules: tuple[Rule, ...] = ()
@@ -227,6 +313,7 @@ class SeverityClassifier:
     downstream_threshold: int = 10
     business_hours: BusinessHours | None = None
     off_hours_lower_by: int = 0
+    critical_windows: tuple[CriticalWindow, ...] = ()
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc), compare=False)
 
     @property
@@ -276,7 +363,11 @@ class SeverityClassifier:
                     f"(>= {self.downstream_threshold}): raised to {raised.label}"
                 )
                 severity = raised
-        severity = self._apply_business_hours(severity, reasons)
+        # the moment of the failure decides, not when classification happens to run: the manager
+        # stamps occurred_at from its injectable clock, so a frozen clock decides the hours too
+        moment = alert.occurred_at or self.clock()
+        severity = self._apply_business_hours(moment, severity, reasons)
+        severity = self._apply_critical_windows(alert, moment, severity, reasons)
         return Classification(severity, tuple(reasons), rules=tuple(matched))
 
     def _retry(self, alert: Alert) -> Classification:
@@ -305,15 +396,33 @@ class SeverityClassifier:
             return floor
         return severity
 
-    def _apply_business_hours(self, severity: Severity, reasons: list[str]) -> Severity:
+    def _apply_business_hours(self, moment: datetime, severity: Severity, reasons: list[str]) -> Severity:
         if self.business_hours is None or not self.off_hours_lower_by or severity is Severity.CRITICAL:
             return severity
-        if self.business_hours.contains(self.clock()):
+        if self.business_hours.contains(moment):
             return severity
         lowered = severity.raised(-self.off_hours_lower_by)
         if lowered != severity:
             reasons.append(f"outside business hours: lowered to {lowered.label}")
         return lowered
+
+    def _apply_critical_windows(
+        self, alert: Alert, moment: datetime, severity: Severity, reasons: list[str]
+    ) -> Severity:
+        for window in self.critical_windows:
+            day = window.day_of(moment)
+            if day is None:
+                continue
+            why = window.match.explain(alert) if window.match is not None else ""
+            if why is None:
+                continue
+            raised = severity.raised(window.raise_by)
+            if raised == severity:
+                continue  # already critical: nothing to explain
+            where = f"{day.isoformat()} {window.timezone}" + (f"; {why}" if why else "")
+            reasons.append(f"inside critical window {window.name} ({where}): raised to {raised.label}")
+            severity = raised
+        return severity
 
 
 def _rule_reason(rule: Rule, why: str, effect: str) -> str:

@@ -1,8 +1,10 @@
 """The ``alerting_maintenance`` DAG: housekeeping that must happen even when nothing fails.
 
-Today it redelivers the outbox (notifications that could not be delivered when their alert
-fired, e.g. during a Slack outage); every alert callback sweeps the outbox too, but a quiet
-system has no callbacks.  It is also the home for later housekeeping (digests, state expiry).
+It redelivers the outbox (notifications that could not be delivered when their alert fired,
+e.g. during a Slack outage, and deferred incident edits and follow-ups); every alert callback
+sweeps the outbox too, but a quiet system has no callbacks.  It sends the digest of
+low-severity and silenced incidents, which tell nobody when they happen, and expires stale
+incident state.
 
 Put one line in a file in your dags folder::
 
@@ -35,6 +37,28 @@ def redeliver_outbox(limit: int = 200, manager: AlertManager | None = None) -> d
     return {"attempted": len(outcomes), "delivered": delivered, "still_failing": len(outcomes) - delivered}
 
 
+def send_digest(manager: AlertManager | None = None) -> dict[str, int]:
+    """Send the digest of low-severity and silenced incidents; return counts for the task log / XCom.
+
+    :param manager: the manager whose store holds the incidents; the configured shared one when omitted
+    """
+    from airflow_alerting.manager import shared_manager
+
+    outcomes = (manager or shared_manager()).digest()
+    delivered = sum(1 for o in outcomes if o.delivery is not None and o.delivery.ok)
+    return {"channels": len(outcomes), "delivered": delivered}
+
+
+def expire_state(manager: AlertManager | None = None) -> dict[str, int]:
+    """Apply every retention rule: stale incidents, expired silences, idle throttle and outbox state.
+
+    :param manager: the manager whose store to prune; the configured shared one when omitted
+    """
+    from airflow_alerting.manager import shared_manager
+
+    return {"records_expired": (manager or shared_manager()).prune()}
+
+
 #: ``create_maintenance_dag``'s default schedule: ``[alerting] maintenance_schedule``
 FROM_CONFIG: Any = object()
 
@@ -63,7 +87,7 @@ def create_maintenance_dag(
 
     with DAG(
         dag_id=dag_id,
-        description="airflow-provider-alerting housekeeping: redelivers alerts that could not be delivered",
+        description="airflow-provider-alerting housekeeping: redelivery, digest, state expiry",
         schedule=schedule,
         start_date=start_date,
         catchup=False,
@@ -77,5 +101,15 @@ def create_maintenance_dag(
             """Deliver what could not be delivered when its alert fired, and due follow-up summaries."""
             return redeliver_outbox(manager=manager)
 
-        redeliver()
+        @task(task_id="send_digest")
+        def digest() -> dict[str, int]:
+            """Summarise low-severity and silenced incidents, which tell nobody when they happen."""
+            return send_digest(manager=manager)
+
+        @task(task_id="expire_state")
+        def expire() -> dict[str, int]:
+            """Forget incidents resolved (or silent) for longer than the retention."""
+            return expire_state(manager=manager)
+
+        redeliver() >> digest() >> expire()
     return dag

@@ -11,7 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_alerting.incidents.model import Announcement, Incident
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -183,6 +186,14 @@ class DecisionReason(str, enum.Enum):
     REDELIVERED = "redelivered"
     #: a follow-up summary of occurrences held back since the last notification
     SUMMARY = "summary"
+    #: folded into an incident already announced on this channel (counted in its members)
+    CORRELATED = "correlated"
+    #: the announced message was edited in place to show the incident's current state
+    UPDATED = "updated"
+    #: an unacknowledged critical incident announced again after ``incidents.repeat_interval``
+    REPEATED = "repeated"
+    #: someone acknowledged the incident
+    ACKNOWLEDGED = "acknowledged"
 
 
 SENDING_REASONS = frozenset(
@@ -224,6 +235,29 @@ class Decision:
     detail: str = ""
 
 
+class NotificationAction(str, enum.Enum):
+    """What a notification does to the conversation about its incident on one channel.
+
+    Channels declare the actions they can perform (:attr:`Channel.actions`); the manager sends
+    each channel only what it can do, e.g. ``UPDATE`` only where a message can be edited.
+    """
+
+    #: the first message about an incident on this channel
+    ANNOUNCE = "announce"
+    #: edit the announced message in place: counts, affected DAGs and tasks, last seen
+    UPDATE = "update"
+    #: a new message saying what was folded in since the last one (channels that cannot edit)
+    FOLLOW_UP = "follow_up"
+    #: the incident's severity rose: edit, plus a reply in its thread
+    ESCALATE = "escalate"
+    #: an unacknowledged critical incident is still failing: tell again
+    RENOTIFY = "renotify"
+    #: someone acknowledged it
+    ACKNOWLEDGE = "acknowledge"
+    #: every member recovered (or someone resolved it)
+    RESOLVE = "resolve"
+
+
 @dataclass(frozen=True)
 class Escalation:
     """Set when a recurring fingerprint was raised above its classified severity."""
@@ -257,6 +291,12 @@ class Notification:
     resolved: bool = False
     #: when the alert this notification resolves was first sent (for resolution time)
     opened_at: datetime | None = None
+    #: the incident this notification is about (``None`` only for notifications built by old code)
+    incident: Incident | None = None
+    #: what to do on the channel: announce, edit in place, follow up, thread a reply ...
+    action: NotificationAction = NotificationAction.ANNOUNCE
+    #: where the incident was announced on this channel, for edits, threads and resolution
+    announcement: Announcement | None = None
 
     @property
     def severity(self) -> Severity:
@@ -266,7 +306,13 @@ class Notification:
 
     @property
     def dedup_key(self) -> str:
-        """Stable key for the external incident (PagerDuty ``dedup_key``, Slack thread lookup)."""
+        """Stable key for the external incident (PagerDuty ``dedup_key``, e-mail thread).
+
+        The incident's when there is one, so every failure of one incident, and its
+        acknowledgement and resolution, reach the same PagerDuty incident.
+        """
+        if self.incident is not None:
+            return self.incident.dedup_key
         return f"airflow-alerting/{self.fingerprint}"
 
 
@@ -277,7 +323,10 @@ class DeliveryResult:
     :param ok: the receiving service accepted the message
     :param retryable: a later attempt may succeed (5xx, 429, timeouts, refused connections)
     :param detail: short human-readable explanation, already free of secrets
-    :param external_id: id the service gave the message (Slack ``ts``, PagerDuty ``dedup_key``)
+    :param external_id: id the service gave the message (Slack ``ts``, PagerDuty ``dedup_key``,
+        e-mail ``Message-ID``)
+    :param conversation: where ``external_id`` lives, when the service needs it to edit or thread
+        (the Slack channel ID); for PagerDuty a digest of the routing key used
     """
 
     channel: str
@@ -287,6 +336,7 @@ class DeliveryResult:
     external_id: str | None = None
     attempts: int = 1
     retry_after: float | None = None
+    conversation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -307,6 +357,8 @@ class AlertOutcome:
     fingerprint: str
     channels: tuple[ChannelOutcome, ...]
     escalation: Escalation | None = None
+    #: the incident the alert joined (or, for a recovery, the incident it resolved)
+    incident: Incident | None = None
 
     @property
     def severity(self) -> Severity:
@@ -407,12 +459,8 @@ def suppression_from_json(data: Any) -> SuppressionSummary:
     )
 
 
-def _json_safe(value: Any) -> Any:
-    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
-
-
 def notification_to_json(n: Notification) -> dict[str, Any]:
-    """Serialise a notification (for the outbox); params that are not JSON-safe become strings."""
+    """Serialise a notification (for the outbox); the alert's params are left out (they can hold secrets)."""
     a = n.alert
     return {
         "alert": {
@@ -428,7 +476,8 @@ def notification_to_json(n: Notification) -> dict[str, Any]:
             "message": a.message,
             "owner": a.owner,
             "tags": sorted(a.tags),
-            "params": {str(k): _json_safe(v) for k, v in a.params.items()},
+            # params were used by classification, which is stored; raw values can hold secrets
+            "params": {},
             "downstream_count": a.downstream_count,
             "logical_date": iso(a.logical_date),
             "occurred_at": iso(a.occurred_at),
@@ -463,6 +512,9 @@ def notification_to_json(n: Notification) -> dict[str, Any]:
         "airflow_url": n.airflow_url,
         "resolved": n.resolved,
         "opened_at": iso(n.opened_at),
+        "incident": n.incident.to_json() if n.incident is not None else None,
+        "action": n.action.value,
+        "announcement": n.announcement.to_json() if n.announcement is not None else None,
     }
 
 
@@ -492,9 +544,13 @@ def notification_from_json(data: Mapping[str, Any]) -> Notification:
         emails=tuple(a.get("emails", ())),
         title=str(a.get("title", "")),
     )
+    from airflow_alerting.incidents.model import Announcement, Incident
+
     c = data["classification"]
     d = data["decision"]
     e = data.get("escalation")
+    incident = data.get("incident")
+    announcement = data.get("announcement")
     return Notification(
         alert=alert,
         classification=Classification(
@@ -522,4 +578,7 @@ def notification_from_json(data: Mapping[str, Any]) -> Notification:
         airflow_url=data.get("airflow_url"),
         resolved=bool(data.get("resolved")),
         opened_at=parse_datetime(data.get("opened_at")),
+        incident=Incident.from_json(incident) if incident else None,
+        action=NotificationAction(data.get("action", "announce")),
+        announcement=Announcement.from_json(announcement) if announcement else None,
     )

@@ -54,10 +54,9 @@ REDIS_DB = int(os.environ.get("ALERTING_DEPLOY_REDIS_DB", "11"))
 #: the DAGs of :data:`DAG_FILE`
 SQL_DAG = "alerting_deploy_sql"
 VARIABLES_DAG = "alerting_deploy_variables"
-SQL_FOLLOWUP_DAG = "alerting_deploy_sql_followup"
 #: ``create_maintenance_dag`` on the manager (and SQL store) of :data:`SQL_DAG`
 MAINTENANCE_DAG = "alerting_deploy_maintenance"
-DAG_IDS = (SQL_DAG, VARIABLES_DAG, SQL_FOLLOWUP_DAG, MAINTENANCE_DAG)
+DAG_IDS = (SQL_DAG, VARIABLES_DAG, MAINTENANCE_DAG)
 #: the exception every mapped instance raises (see the DAG file)
 ROOT_CAUSE = "database db-main.internal:5432 refused connection"
 
@@ -238,6 +237,11 @@ class StormResult:
         return {m["fingerprint"] for m in self.markers}
 
     @property
+    def incidents(self) -> set[str | None]:
+        """The incident ids the callbacks joined (one for a storm of one root cause)."""
+        return {m.get("incident") for m in self.markers}
+
+    @property
     def workers(self) -> set[str]:
         return {str(m["worker"]) for m in self.markers}
 
@@ -269,11 +273,12 @@ class Deployment:
     worker_names: tuple[str, ...]
     width: int
     concurrency: int
-    followup_window: float
-    summary_after: float
+    update_interval: float
     components: list[Component] = field(default_factory=list)
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0, trust_env=False))
     _runs: int = 0
+    #: the run id of the latest :meth:`run_maintenance`
+    last_maintenance_run: str | None = None
 
     # --- health ---------------------------------------------------------------------------------
 
@@ -363,11 +368,20 @@ class Deployment:
         return json.loads(value) if isinstance(value, str) else value
 
     def run_maintenance(self, timeout: float = 180.0) -> tuple[str, Any]:
-        """Trigger :data:`MAINTENANCE_DAG`, wait for it; return its state and the sweep's counts (XCom)."""
+        """Trigger :data:`MAINTENANCE_DAG`, wait for it; return its state and the sweep's counts (XCom).
+
+        The run's id is kept in :attr:`last_maintenance_run` (for :meth:`task_states`, :meth:`xcom`).
+        """
         run_id = self.trigger(MAINTENANCE_DAG, prefix="maintenance")
+        self.last_maintenance_run = run_id
         state = self.wait_for_run(MAINTENANCE_DAG, run_id, timeout)
         counts = self.xcom(MAINTENANCE_DAG, run_id, "redeliver_outbox") if state == "success" else None
         return state, counts
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """``task_id -> state`` of a run's task instances (unmapped tasks)."""
+        found = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return {ti["task_id"]: ti["state"] for ti in found["task_instances"]}
 
     def wait_for_callbacks(self, run_id: str, timeout: float = 180.0) -> list[dict[str, Any]]:
         """Wait for the marker every mapped instance writes after its alert callback; return them."""
@@ -418,7 +432,11 @@ class Deployment:
         return SqlStore(url=self.state_url, table_prefix=self.table_prefix)
 
     def sql_outbox(self) -> list[dict[str, Any]]:
-        """The SQL store's outbox, oldest first: ``id``, ``next_attempt_at``, ``reason``, ``fingerprint``."""
+        """The SQL store's outbox, oldest first.
+
+        Each item: ``id``, ``next_attempt_at``, ``reason`` (``summary`` for a deferred edit or
+        follow-up), ``action`` (``update`` for an edit), ``fingerprint`` and ``incident`` (its id).
+        """
         with _pg(PG_STATE_DB) as cursor:
             table = f'"{self.table_prefix}outbox"'
             cursor.execute(f"SELECT id, next_attempt_at, notification FROM {table} ORDER BY created_at")
@@ -431,7 +449,9 @@ class Deployment:
                     "id": item_id,
                     "next_attempt_at": next_attempt_at,
                     "reason": document["decision"]["reason"],
+                    "action": document.get("action"),
                     "fingerprint": document["fingerprint"],
+                    "incident": (document.get("incident") or {}).get("id"),
                 }
             )
         return items
@@ -495,8 +515,7 @@ def airflow_deployment(
     workers: int = 2,
     concurrency: int = 12,
     width: int = 24,
-    followup_window: float = 40.0,
-    summary_after: float = 30.0,
+    update_interval: float = 30.0,
     ready_timeout: float = 240.0,
 ) -> Iterator[Deployment]:
     """Start a CeleryExecutor deployment on 127.0.0.1; stop and clean up everything on exit.
@@ -507,11 +526,10 @@ def airflow_deployment(
     :param workers: Celery workers (each ``-H w<n>-<token>@alerting-deploy``)
     :param concurrency: task slots per worker
     :param width: mapped instances per storm run
-    :param followup_window: the medium throttle window of ``alerting_deploy_sql_followup``, seconds:
-        longer than a storm's callbacks take (a few seconds), short enough to wait for
-    :param summary_after: ``summary_after`` of ``alerting_deploy_sql``'s policy, seconds: longer than
-        a storm's callbacks take (their outbox sweeps must not send the summary; ~3 s, ~11 s on a
-        loaded machine), short enough to wait for
+    :param update_interval: ``incidents.update_interval`` of ``alerting_deploy_sql``'s policy, seconds:
+        at most one in-place edit per incident in it; the deferred edit of a storm's held-back
+        failures is due that long after the first of them, so longer than a storm's callbacks
+        usually take (~3 s, ~11 s on a loaded machine) and short enough to wait for
     :param ready_timeout: how long to wait for the deployment to become healthy
     """
     token = secrets.token_hex(4)
@@ -545,6 +563,9 @@ def airflow_deployment(
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(max(16, width)),
             "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            # failure callbacks run after the final state is reported; on a loaded machine 24 of
+            # them take longer than the default 20 s, and the supervisor would SIGKILL them
+            "AIRFLOW__CORE__TASK_SUCCESS_OVERTIME": "180",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
             "AIRFLOW__API__BASE_URL": api_url,
@@ -563,8 +584,7 @@ def airflow_deployment(
             "ALERTING_DEPLOY_SYNC_DIR": str(sync_dir),
             "ALERTING_DEPLOY_TABLE_PREFIX": f"adeploy_{token}_",
             "ALERTING_DEPLOY_WIDTH": str(width),
-            "ALERTING_DEPLOY_FOLLOWUP_WINDOW": str(followup_window),
-            "ALERTING_DEPLOY_SUMMARY_AFTER": str(summary_after),
+            "ALERTING_DEPLOY_UPDATE_INTERVAL": str(update_interval),
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }
@@ -583,8 +603,7 @@ def airflow_deployment(
         worker_names=worker_names,
         width=width,
         concurrency=concurrency,
-        followup_window=followup_window,
-        summary_after=summary_after,
+        update_interval=update_interval,
     )
     airflow = [sys.executable, "-m", "airflow"]
     failed = True
@@ -676,23 +695,51 @@ def slack_messages_for(messages: list[dict[str, Any]], fingerprint: str) -> list
     return [m for m in messages if needle in json.dumps(m)]
 
 
+def top_level_posts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The top-level Slack posts among ``messages`` (``SlackServer.messages``): no edits, no replies."""
+    return [m for m in messages if m.get("via") in ("api", "webhook") and not m.get("thread_ts")]
+
+
+def _variables_reader(deployment: Deployment) -> Any:
+    """A read-only ``VariableStore`` over the deployment's Variables (through its REST API)."""
+    from airflow_alerting.state.variables import VariableStore
+
+    class DeployedVariables(VariableStore):
+        def _read(self, key: str) -> dict[str, Any] | None:
+            value = deployment.variable(key)
+            return value if isinstance(value, dict) else None
+
+        def _write(self, key: str, document: dict[str, Any]) -> None:
+            raise RuntimeError("the harness only reads the deployment's state")
+
+        def _delete(self, key: str) -> None:
+            raise RuntimeError("the harness only reads the deployment's state")
+
+    return DeployedVariables(verify_delay=0)
+
+
 @dataclass(frozen=True)
 class DuplicateRate:
-    """Slack messages per storm with the Variables store, where exactly one would be right."""
+    """Top-level Slack posts per storm with the Variables store, where exactly one would be right.
 
+    Every storm is one root cause, so one incident and one announcement (``chat.postMessage``);
+    later failures fold into it as in-place edits (``chat.update``), which are not duplicates.
+    """
+
+    #: top-level Slack posts (announcements) per storm
     messages_per_run: list[int]
     reasons_per_run: list[dict[str, int]]
-    #: runs whose fingerprint Variable still held a pending Slack claim after every callback had
-    #: returned (a loser's token, written back by a stale read-modify-write): nobody will confirm or
-    #: release it, so it blocks the window until its lease ends, then rolls the window back
+    #: runs whose (incident, slack) claim was still pending after every callback had returned (a
+    #: loser's token, written back by a stale read-modify-write): nobody will confirm or release it
     orphaned_claims: list[bool]
-    #: held-back occurrences per run that saw themselves as the first one held back (suppressed
-    #: count 1), each of which queues a follow-up summary; exactly one would be right
-    summaries_scheduled: list[int]
-    #: follow-up summaries in the outbox Variable after the storm (fewer than scheduled: lost writes)
-    summaries_queued: list[int]
-    #: the held-back occurrences the fingerprint Variable counted per run (width - 1 would be right)
-    suppressed_recorded: list[int]
+    #: ``chat.update`` calls per storm (inline and deferred edits of the announcement)
+    edits_per_run: list[int]
+    #: distinct incidents the callbacks joined per storm (1 is right)
+    incidents_per_run: list[int]
+    #: failures the store's incidents of the storm counted (width is right; lost writes count fewer)
+    failures_recorded: list[int]
+    #: deferred edits left in the outbox Variable after the storm
+    deferred_queued: list[int]
     storm_seconds: list[float]
     failure_spreads: list[float]
     width: int
@@ -709,75 +756,82 @@ class DuplicateRate:
 
     @property
     def lost_runs(self) -> int:
-        """Storms that produced no Slack message at all (a lost alert)."""
+        """Storms that produced no top-level Slack message at all (a lost alert)."""
         return sum(1 for n in self.messages_per_run if n == 0)
 
     @property
     def rate(self) -> float:
-        """Extra (duplicate) messages per storm."""
+        """Extra (duplicate) top-level messages per storm."""
         return self.extra_messages / self.runs if self.runs else 0.0
 
     def report(self) -> str:
         from importlib.metadata import version
 
         lines = [
-            "Variables state store: duplicate Slack alerts for one root cause",
+            "Variables state store: duplicate Slack announcements for one root cause (one incident)",
             f"measured {time.strftime('%Y-%m-%d %H:%M:%S %Z')} with Airflow {version('apache-airflow-core')},"
             f" CeleryExecutor ({self.workers} workers x {self.concurrency} slots, Redis broker,"
             f" PostgreSQL metadata DB), {os.cpu_count()} CPUs",
             f"storm: {self.width} mapped tasks failing together with the same ConnectionError,"
-            " retries=0, medium severity (Slack only), default policy (escalation after 3 runs in 1 h,"
-            " summaries after 2 min), alerting Variables cleared before each run",
+            " retries=0, medium severity (Slack Web API only), default policy (incidents by cause,"
+            " edits at most every 30 s, escalation after 3 runs in 1 h), alerting Variables cleared"
+            " before each run",
             f"runs: {self.runs}",
-            f"slack messages per run: {self.messages_per_run}",
+            f"top-level slack posts per run (1 is right): {self.messages_per_run}",
+            f"chat.update edits per run: {self.edits_per_run}",
             f"decisions per run (slack channel): {self.reasons_per_run}",
-            f"claim left pending in the fingerprint Variable after the storm (orphaned) per run:"
-            f" {self.orphaned_claims}",
-            f"suppressed occurrences recorded for the next notification per run ({self.width - 1} is right):"
-            f" {self.suppressed_recorded}",
-            f"follow-up summaries scheduled per run (1 is right): {self.summaries_scheduled}",
-            f"follow-up summaries left in the outbox Variable per run (1 is right): {self.summaries_queued}",
+            f"incidents joined per run (1 is right): {self.incidents_per_run}",
+            f"failures counted by the run's incidents ({self.width} is right): {self.failures_recorded}",
+            f"claim left pending on the incident after the storm (orphaned) per run: {self.orphaned_claims}",
+            f"deferred edits left in the outbox Variable per run: {self.deferred_queued}",
             f"failure spread per run (s): {[round(s, 2) for s in self.failure_spreads]}",
             f"storm duration per run (s): {[round(s, 1) for s in self.storm_seconds]}",
-            f"duplicate rate: {self.rate:.2f} extra messages per storm"
+            f"duplicate rate: {self.rate:.2f} extra top-level messages per storm"
             f" ({self.extra_messages} extra / {self.runs} runs; exact would be 0)",
-            f"lost alerts: {self.lost_runs} of {self.runs} storms sent no message at all",
+            f"lost alerts: {self.lost_runs} of {self.runs} storms posted no message at all",
         ]
         return "\n".join(lines) + "\n"
 
 
 def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) -> DuplicateRate:
-    """Run the Variables storm ``runs`` times, clearing state between runs; count Slack messages.
+    """Run the Variables storm ``runs`` times, clearing state between runs; count top-level Slack posts.
 
     :param slack: the ``SlackServer`` the deployment's ``slack_api_default`` connection points at
     """
+    reader = _variables_reader(deployment)
     counts: list[int] = []
     reasons: list[dict[str, int]] = []
     orphaned: list[bool] = []
-    scheduled: list[int] = []
-    summaries: list[int] = []
-    suppressed: list[int] = []
+    edits: list[int] = []
+    incidents: list[int] = []
+    failures: list[int] = []
+    deferred: list[int] = []
     durations: list[float] = []
     spreads: list[float] = []
     for _ in range(runs):
         deployment.clear_alerting_variables()
         slack.clear()
         result = deployment.run_storm(VARIABLES_DAG)
-        (fingerprint,) = result.fingerprints
-        counts.append(len(slack_messages_for(slack.messages, str(fingerprint))))
+        messages = slack.messages
+        counts.append(len(top_level_posts(messages)))
+        edits.append(sum(1 for m in messages if m.get("via") == "update"))
         tally: dict[str, int] = {}
         for decision in result.decisions("slack"):
             key = f"sent/{decision['reason']}" if decision["send"] else decision["reason"]
             tally[key] = tally.get(key, 0) + 1
         reasons.append(dict(sorted(tally.items())))
-        document = deployment.variable(f"alerting.fp.{fingerprint}") or {}
-        slack_state = (document.get("channels") or {}).get("slack") or {}
-        orphaned.append(slack_state.get("claim_token") is not None)
-        suppressed.append(int((slack_state.get("suppressed") or {}).get("count") or 0))
-        held_first = [d for d in result.decisions("slack") if not d["send"] and d["suppressed_count"] == 1]
-        scheduled.append(len(held_first))
+        ids = sorted(str(i) for i in result.incidents if i)
+        incidents.append(len(ids))
+        pending, counted = False, 0
+        for incident_id in ids:
+            state = reader.channel_state(incident_id, "slack")
+            pending = pending or (state is not None and state.claim_token is not None)
+            incident = reader.incident(incident_id)
+            counted += incident.failures if incident is not None else 0
+        orphaned.append(pending)
+        failures.append(counted)
         outbox = (deployment.variable("alerting.outbox") or {}).get("items") or []
-        summaries.append(sum(1 for item in outbox if item["notification"]["decision"]["reason"] == "summary"))
+        deferred.append(sum(1 for item in outbox if item["notification"]["decision"]["reason"] == "summary"))
         durations.append(result.seconds)
         spreads.append(result.failure_spread)
     deployment.clear_alerting_variables()
@@ -785,9 +839,10 @@ def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) 
         counts,
         reasons,
         orphaned,
-        scheduled,
-        summaries,
-        suppressed,
+        edits,
+        incidents,
+        failures,
+        deferred,
         durations,
         spreads,
         deployment.width,

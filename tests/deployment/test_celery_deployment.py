@@ -1,12 +1,15 @@
-"""End to end on a real distributed deployment: one root cause, 24 simultaneous failures, one alert.
+"""End to end on a real distributed deployment: one root cause, 24 simultaneous failures, one incident.
 
 The module starts PostgreSQL-backed Airflow with the CeleryExecutor (API server, scheduler, DAG
 processor, two Celery workers with 12 slots each, Redis broker) once, and triggers storm DAGs
 through the REST API: 24 mapped instances wait for each other at a barrier and then raise the
-same ``ConnectionError`` at once, so their failure callbacks race on one fingerprint from two
-workers (see ``dags/alerting_deploy_dags.py`` and ``harness.py``).  The policies keep the default
-escalation rule (3 runs within 1 h), which must not fire for one run however many of its mapped
-instances fail, and the SQL storm's burst is summarised by the maintenance DAG afterwards.
+same ``ConnectionError`` at once, so their failure callbacks race on one incident from two
+workers (see ``dags/alerting_deploy_dags.py`` and ``harness.py``).  Each storm must make exactly
+one Slack announcement (``chat.postMessage``); every later failure is folded into the incident
+and shown by in-place edits (``chat.update`` of the same ``ts``, at most one per
+``incidents.update_interval``; the held-back final state is a deferred edit that the
+maintenance DAG delivers).  The policies keep the default escalation rule (3 runs within 1 h),
+which must not fire for one run however many of its mapped instances fail.
 
 Run just these: ``pytest -m deployment``; skip them: ``pytest -m "not deployment"``.
 """
@@ -14,9 +17,8 @@ Run just these: ``pytest -m deployment``; skip them: ``pytest -m "not deployment
 from __future__ import annotations
 
 import os
+import re
 import time
-from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,14 +27,14 @@ import pytest
 from deployment.harness import (
     MAINTENANCE_DAG,
     SQL_DAG,
-    SQL_FOLLOWUP_DAG,
     Deployment,
     StormResult,
     measure_variables_duplicates,
-    slack_messages_for,
+    top_level_posts,
 )
 
 if TYPE_CHECKING:
+    from airflow_alerting.incidents.model import Incident
     from airflow_alerting.model import HistoryEntry
     from airflow_alerting.testing.servers import SlackServer
 
@@ -42,7 +44,10 @@ pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "variables_duplicate_rate.txt"
 #: storms measured with the Variables store (``bench/variables_duplicate_rate.py`` runs more)
 VARIABLES_RUNS = int(os.environ.get("ALERTING_DEPLOY_VARIABLES_RUNS", "5"))
-SUPPRESSED = {"in_flight", "throttled"}
+#: a failure held back from Slack: folded into the announced incident, or the announcement is in flight
+HELD_BACK = {"correlated", "in_flight", "throttled"}
+#: chat.update calls one storm may cost (inline edits at most every 30 s, plus the deferred one)
+MAX_EDITS_PER_STORM = 4
 
 
 def _check_storm(result: StormResult, deployment: Deployment) -> str:
@@ -63,20 +68,48 @@ def _check_storm(result: StormResult, deployment: Deployment) -> str:
     return str(fingerprint)
 
 
-def _history(deployment: Deployment, fingerprint: str, run_id: str) -> list[HistoryEntry]:
-    entries = deployment.sql_store().history(1000)
-    return [e for e in entries if e.fingerprint == fingerprint and e.run_id == run_id]
+def _history(deployment: Deployment, run_id: str) -> list[HistoryEntry]:
+    return [e for e in deployment.sql_store().history(1000) if e.run_id == run_id]
 
 
-def _summaries(deployment: Deployment, fingerprint: str) -> list[dict[str, Any]]:
-    return [
-        i for i in deployment.sql_outbox() if i["fingerprint"] == fingerprint and i["reason"] == "summary"
-    ]
+def _the_incident(deployment: Deployment) -> Incident:
+    incidents = deployment.sql_store().incidents(limit=1000)
+    assert len(incidents) == 1, [(i.id, i.title, i.failures) for i in incidents]
+    return incidents[0]
+
+
+def _deferred_edits(deployment: Deployment, incident_id: str) -> list[dict[str, Any]]:
+    return [i for i in deployment.sql_outbox() if i["incident"] == incident_id and i["reason"] == "summary"]
+
+
+def _shows(message: dict[str, Any], failures: int) -> bool:
+    """Whether a Slack message (as it reads now) reports ``failures`` failures, in text and blocks."""
+    pattern = re.compile(rf"\b{failures} failures in\b")
+    return bool(pattern.search(str(message.get("text")))) and bool(pattern.search(str(message.get("blocks"))))
+
+
+def _check_edits(slack: SlackServer, ts: str) -> list[dict[str, Any]]:
+    """Every chat.update so far targets the announced message; nothing else was posted."""
+    edits = slack.edits
+    assert {e["ts"] for e in edits} <= {ts}, [e["ts"] for e in edits]
+    assert len(slack.messages) == 1 + len(edits), "only the announcement and its edits"
+    assert slack.replies(ts) == [], "no thread replies: nothing escalated or resolved"
+    return edits
+
+
+def _deliver_final_state(deployment: Deployment, incident_id: str) -> tuple[str, Any]:
+    """Wait until the incident's deferred edits are due, then run the maintenance DAG."""
+    due = [i["next_attempt_at"].timestamp() for i in _deferred_edits(deployment, incident_id)]
+    # the outbox compares with the database's clock, which is this machine's
+    wait = max(due, default=0.0) - time.time() + 0.5
+    print(f"\ndeferred edits: {len(due)}, last due in {wait:.1f}s")
+    time.sleep(max(0.0, wait))
+    return deployment.run_maintenance()
 
 
 @pytest.fixture(scope="module")
 def sql_storm(deployment: Deployment, slack: SlackServer) -> StormResult:
-    """One storm of ``alerting_deploy_sql`` (SQL store), shared by the tests of its alert and summary."""
+    """One storm of ``alerting_deploy_sql`` (SQL store), shared by the tests of its incident."""
     slack.clear()
     result = deployment.run_storm(SQL_DAG)
     print(
@@ -87,126 +120,156 @@ def sql_storm(deployment: Deployment, slack: SlackServer) -> StormResult:
     return result
 
 
-def test_sql_store_sends_exactly_one_alert_for_a_storm(
+def test_sql_store_announces_one_incident_for_a_storm(
     deployment: Deployment, slack: SlackServer, sql_storm: StormResult
 ) -> None:
     result = sql_storm
-    fingerprint = _check_storm(result, deployment)
+    _check_storm(result, deployment)
+    width = deployment.width
 
-    messages = slack_messages_for(slack.messages, fingerprint)
-    assert len(messages) == 1, [m.get("text") for m in messages]
-    assert len(slack.messages) == 1, "nothing else was posted"
-    assert messages[0]["via"] == "api"
-    assert "ConnectionError" in messages[0]["text"]
+    # exactly one top-level Slack message, through the Web API
+    (announcement,) = slack.top_level_messages
+    assert announcement["via"] == "api"
+    assert "ConnectionError" in announcement["text"]
+    edits = _check_edits(slack, announcement["ts"])
 
+    # one incident, exact: every failure joined it once
+    assert len(result.incidents) == 1 and None not in result.incidents, result.incidents
+    incident = _the_incident(deployment)
+    assert result.incidents == {incident.id}
+    assert incident.failures == width
+    assert incident.member_count == width
+    assert len(incident.members) == width
+    assert sorted(m.map_index for m in incident.members) == list(range(width))
+    assert all(m.failures == 1 for m in incident.members)
+    assert incident.dag_count == 1 and incident.task_count == 1
+    assert incident.is_open and incident.severity.label == "medium"
+    assert incident.announcements["slack"].ref == announcement["ts"]
+    # each callback saw the incident one failure bigger: the joins were serialised
+    assert sorted(m["incident_failures"] for m in result.markers) == list(range(1, width + 1))
+
+    # one announcement; every other decision is an edit or held back, never a second send
     decisions = result.decisions("slack")
-    sent = [d for d in decisions if d["send"]]
-    assert len(sent) == 1
-    assert sent[0]["reason"] == "first"
-    assert sent[0]["delivered"] is True
-    assert Counter(d["reason"] for d in decisions if not d["send"]).keys() <= SUPPRESSED
+    announced = [d for d in decisions if d["send"] and d["reason"] != "updated"]
+    assert len(announced) == 1, announced
+    assert announced[0]["reason"] == "first"
+    assert announced[0]["delivered"] is True
+    inline_edits = [d for d in decisions if d["send"] and d["reason"] == "updated"]
+    assert all(d["delivered"] is True for d in inline_edits), inline_edits
+    assert len(inline_edits) <= len(edits)
+    held = [d["reason"] for d in decisions if not d["send"]]
+    assert len(held) == width - 1 - len(inline_edits)
+    assert set(held) <= HELD_BACK, held
 
-    # the alert history counts every occurrence: one sent, 23 suppressed, one per mapped instance
-    history = _history(deployment, fingerprint, result.run_id)
-    assert len(history) == deployment.width
+    # the alert history: one entry per callback, one per mapped instance, plus delivered deferred edits
+    history = _history(deployment, result.run_id)
+    callbacks = [e for e in history if e.reason != "summary"]
+    assert len(callbacks) == width
+    assert len({e.source for e in callbacks}) == width  # dag.task[map_index] each
     assert {e.channel for e in history} == {"slack"}, "escalated to high: routed to email too"
-    assert {e.severity for e in history} == {"medium"}
-    assert [(e.sent, e.delivered) for e in history].count((True, True)) == 1
-    assert {e.reason for e in history if not e.sent} <= SUPPRESSED
-    assert len({e.source for e in history}) == deployment.width  # dag.task[map_index] each
+    assert {e.severity for e in callbacks} == {"medium"}
+    assert [(e.reason, e.sent, e.delivered) for e in callbacks].count(("first", True, True)) == 1
+    assert {e.reason for e in callbacks if not e.sent} <= HELD_BACK
+    assert {(e.sent, e.delivered) for e in history if e.reason in ("updated", "summary")} <= {(True, True)}
 
-    # all 23 suppressed occurrences are folded into the state, for the next notification to report
-    state = deployment.sql_store().channel_state(fingerprint, "slack")
-    assert state is not None
+    # the claim is keyed by the incident, and the announcing sender confirmed it
+    state = deployment.sql_store().channel_state(incident.id, "slack")
+    assert state is not None and state.last_sent_at is not None
     assert state.claim_token is None, "the sender confirmed its claim"
-    assert state.suppressed.count == deployment.width - 1
 
-    # the first occurrence held back queued one follow-up summary, not yet due
-    (summary,) = _summaries(deployment, fingerprint)
-    assert summary["next_attempt_at"].timestamp() > time.time()
+    # the final state is on Slack already, or a deferred edit will write it
+    if not _shows(slack.current(announcement["ts"]), width):
+        assert _deferred_edits(deployment, incident.id), "held-back failures never reach the message"
+    print(f"storm 1: {len(edits)} chat.update calls, held back: {sorted(held)}")
 
 
-def test_maintenance_dag_sends_one_follow_up_summary(
+def test_maintenance_dag_writes_the_final_state(
     deployment: Deployment, slack: SlackServer, sql_storm: StormResult
 ) -> None:
-    """The folded-in count arrives as a follow-up summary, sent by the maintenance DAG once it is due.
+    """The deferred edit of the storm's held-back failures is delivered by the maintenance DAG.
 
-    ``alerting_deploy_sql``'s policy has ``summary_after: 30`` (the storm's own callbacks, which
-    sweep the outbox too, are done within a few seconds, ~11 s on a loaded 2-CPU machine);
-    ``alerting_deploy_maintenance`` is ``create_maintenance_dag(..., manager=<that DAG's manager>)``.
+    ``alerting_deploy_maintenance`` is ``create_maintenance_dag(..., manager=<alerting_deploy_sql's
+    manager>)``; its policy has ``incidents.update_interval: 30`` s.
     """
-    fingerprint = _check_storm(sql_storm, deployment)
-    assert len(slack_messages_for(slack.messages, fingerprint)) == 1, "summary sent before it was due"
-    (summary,) = _summaries(deployment, fingerprint)
-    # the outbox compares with the database's clock, which is this machine's
-    wait = summary["next_attempt_at"].timestamp() - time.time() + 0.5
-    print(f"\nsummary due {wait:.1f}s after the SQL storm test")
-    time.sleep(max(0.0, wait))
+    _check_storm(sql_storm, deployment)
+    incident = _the_incident(deployment)
+    (announcement,) = slack.top_level_messages
+    ts = announcement["ts"]
 
-    state, counts = deployment.run_maintenance()
+    state, counts = _deliver_final_state(deployment, incident.id)
     assert state == "success"
-    assert counts == {"attempted": 1, "delivered": 1, "still_failing": 0}
-    messages = slack_messages_for(slack.messages, fingerprint)
-    assert len(messages) == 2, [m.get("text") for m in messages]
-    assert len(slack.messages) == 2, "nothing else was posted"
-    print(f"summary: {messages[1]['text']}")
-    folded = f"{deployment.width - 1} more similar failures since the last alert"
-    assert folded in messages[1]["text"], messages[1]["text"]
-    assert folded in str(messages[1]["blocks"]), messages[1]["blocks"]
-    assert f"{deployment.width - 1} similar failures suppressed" in str(messages[1]["blocks"])
-    assert "more similar failures" not in str(messages[0])
+    run_id = deployment.last_maintenance_run
+    assert run_id is not None
+    assert deployment.task_states(MAINTENANCE_DAG, run_id) == {
+        "redeliver_outbox": "success",
+        "send_digest": "success",
+        "expire_state": "success",
+    }
+    assert counts["still_failing"] == 0 and counts["delivered"] == counts["attempted"], counts
+    # a medium incident is neither low nor silenced: no digest; an open incident is not expired
+    assert deployment.xcom(MAINTENANCE_DAG, run_id, "send_digest") == {"channels": 0, "delivered": 0}
+    assert deployment.xcom(MAINTENANCE_DAG, run_id, "expire_state") == {"records_expired": 0}
 
-    history = deployment.sql_store().history(1000)
-    summaries = [e for e in history if e.fingerprint == fingerprint and e.reason == "summary"]
-    assert [(e.sent, e.delivered, e.channel) for e in summaries] == [(True, True, "slack")]
-    assert summaries[0].run_id == sql_storm.run_id
-    # reported: the next regular alert must not count the 23 again, and nothing is left to send
-    channel_state = deployment.sql_store().channel_state(fingerprint, "slack")
-    assert channel_state is not None and channel_state.suppressed.count == 0
-    assert _summaries(deployment, fingerprint) == []
+    # still one top-level message; it now shows every failure, through a few edits of its ts
+    assert len(slack.top_level_messages) == 1, [m.get("text") for m in slack.top_level_messages]
+    edits = _check_edits(slack, ts)
+    current = slack.current(ts)
+    print(f"after maintenance: {len(edits)} chat.update calls; message: {current['text']}")
+    assert _shows(current, deployment.width), current["text"]
+    assert 1 <= len(edits) <= MAX_EDITS_PER_STORM, len(edits)
+    assert _shows(edits[-1], deployment.width), edits[-1]["text"]
+    assert _deferred_edits(deployment, incident.id) == []
+    assert _the_incident(deployment).failures == deployment.width
 
+    # nothing left: a second maintenance run sends nothing
+    before = len(slack.messages)
     state, counts = deployment.run_maintenance()
     assert state == "success"
     assert counts == {"attempted": 0, "delivered": 0, "still_failing": 0}
-    assert len(slack.messages) == 2, [m.get("text") for m in slack.messages[2:]]
+    assert len(slack.messages) == before, [m.get("text") for m in slack.messages[before:]]
     assert deployment.api("GET", f"/api/v2/dags/{MAINTENANCE_DAG}/dagRuns")["total_entries"] == 2
 
 
-def test_next_alert_reports_what_the_storm_folded_in(deployment: Deployment, slack: SlackServer) -> None:
-    """Without a summary first, the count reaches Slack with the next alert after the window.
+def test_next_storm_joins_the_open_incident(
+    deployment: Deployment, slack: SlackServer, sql_storm: StormResult
+) -> None:
+    """Another run of the same DAG, same cause, within 30 min: the same incident, edited, no new message.
 
-    ``alerting_deploy_sql_followup`` has a short (40 s) medium window and a long ``summary_after``
-    (10 min, never reached here).  A second storm, held back until the first one's
-    window has passed, sends exactly one alert again, and that alert says the 23 occurrences of
-    the first storm were suppressed.  Two runs are two recurrences: still below the default
-    escalation rule's 3 (which ``_check_storm`` checks).
+    Two runs are two recurrences: still below the default escalation rule's 3 (``_check_storm``).
     """
-    slack.clear()
-    first = deployment.run_storm(SQL_FOLLOWUP_DAG)
-    fingerprint = _check_storm(first, deployment)
-    assert len(slack_messages_for(slack.messages, fingerprint)) == 1
-    state = deployment.sql_store().channel_state(fingerprint, "slack")
-    assert state is not None and state.last_sent_at is not None
-    assert state.suppressed.count == deployment.width - 1
+    width = deployment.width
+    first = _the_incident(deployment)
+    (announcement,) = slack.top_level_messages
+    ts = announcement["ts"]
+    edits_before = len(slack.edits)
 
-    # instances of the second storm start now and wait until the window is over (database clock)
-    window_end = state.last_sent_at + timedelta(seconds=deployment.followup_window + 1)
-    second = deployment.run_storm(SQL_FOLLOWUP_DAG, not_before=window_end.timestamp())
-    assert _check_storm(second, deployment) == fingerprint
+    second = deployment.run_storm(SQL_DAG)
+    assert _check_storm(second, deployment) == _check_storm(sql_storm, deployment)
+    assert second.incidents == {first.id}, "the second storm opened another incident"
+    assert sorted(m["incident_failures"] for m in second.markers) == list(range(width + 1, 2 * width + 1))
 
-    messages = slack_messages_for(slack.messages, fingerprint)
-    assert len(messages) == 2, [m.get("text") for m in messages]
-    sent = [d for d in second.decisions("slack") if d["send"]]
-    assert len(sent) == 1
-    assert sent[0]["reason"] == "window_elapsed"
-    assert sent[0]["suppressed_count"] == deployment.width - 1
-    folded = f"{deployment.width - 1} similar failures suppressed"
-    assert folded in str(messages[1]["blocks"]), messages[1]["blocks"]
-    assert folded not in str(messages[0]["blocks"])
+    decisions = second.decisions("slack")
+    assert [d for d in decisions if d["send"] and d["reason"] != "updated"] == [], "announced again"
+    assert {d["reason"] for d in decisions if not d["send"]} <= {"correlated"}
+    history = [e for e in _history(deployment, second.run_id) if e.reason != "summary"]
+    assert len(history) == width
+    assert all(e.reason in ("updated", "correlated") for e in history), {e.reason for e in history}
 
-    history = _history(deployment, fingerprint, second.run_id)
-    assert len(history) == deployment.width
-    assert [e.sent for e in history].count(True) == 1
+    incident = _the_incident(deployment)
+    assert incident.id == first.id
+    assert incident.failures == 2 * width
+    assert incident.member_count == width and len(incident.members) == width
+    assert all(m.failures == 2 and m.last_run_id == second.run_id for m in incident.members)
+
+    state, _ = _deliver_final_state(deployment, incident.id)
+    assert state == "success"
+    assert len(slack.top_level_messages) == 1, [m.get("text") for m in slack.top_level_messages]
+    edits = _check_edits(slack, ts)
+    current = slack.current(ts)
+    print(f"storm 2: {len(edits) - edits_before} chat.update calls; message: {current['text']}")
+    assert 1 <= len(edits) - edits_before <= MAX_EDITS_PER_STORM
+    assert _shows(current, 2 * width), current["text"]
+    assert _deferred_edits(deployment, incident.id) == []
 
 
 def test_variables_store_duplicate_rate(deployment: Deployment, slack: SlackServer) -> None:
@@ -219,3 +282,4 @@ def test_variables_store_duplicate_rate(deployment: Deployment, slack: SlackServ
     assert all(count <= deployment.width for count in measured.messages_per_run), report
     # duplicates are a nuisance, a lost alert is an incident: every storm must reach Slack
     assert measured.lost_runs == 0, report
+    assert top_level_posts(slack.messages) == slack.top_level_messages

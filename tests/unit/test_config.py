@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from airflow_alerting.config import OPTIONS, AlertingSettings, load_settings
+from airflow_alerting import config, metrics
+from airflow_alerting.config import (
+    OPTIONS,
+    AlertingSettings,
+    LoadedSettings,
+    check_settings,
+    load_settings,
+    read_settings,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,6 +43,20 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT",
         }:
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    # check_settings reports a problem once per process; each test starts with none reported
+    monkeypatch.setattr(config, "_REPORTED", set())
+    monkeypatch.setattr(config, "_CHECKED", {})
+
+
+@pytest.fixture
+def metric_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(metrics, "incr", lambda *parts, count=1: calls.extend([parts] * count))
+    return calls
 
 
 def _env(option: str) -> str:
@@ -63,7 +88,8 @@ def test_defaults() -> None:
         base_url="",
         policy_file="",
         policy_variable="",
-        callback_deadline_seconds=30.0,
+        silences_variable="",
+        callback_deadline_seconds=15.0,
         delivery_attempts=3,
         delivery_timeout_seconds=10.0,
         allowed_http_hosts=("127.0.0.1", "localhost", "::1"),
@@ -99,7 +125,7 @@ ENV_OVERRIDES = [
     ({"EMAIL_FROM": "Airflow <af@example.com>"}, "email_from", "Airflow <af@example.com>"),
     ({"PAGERDUTY_CONN_ID": "pd"}, "pagerduty_conn_id", "pd"),
     ({"BASE_URL": "https://airflow.example.com/"}, "base_url", "https://airflow.example.com"),
-    ({"POLICY_FILE": "/etc/alerting.yaml"}, "policy_file", "/etc/alerting.yaml"),
+    # policy_file: the file must exist and validate, see test_a_usable_policy_file_is_kept
     ({"POLICY_VARIABLE": "alerting_policy"}, "policy_variable", "alerting_policy"),
     ({"CALLBACK_DEADLINE_SECONDS": "12.5"}, "callback_deadline_seconds", 12.5),
     ({"DELIVERY_ATTEMPTS": "5"}, "delivery_attempts", 5),
@@ -146,18 +172,52 @@ BAD_VALUES = [
     ("allowed_http_hosts", "http://localhost", "bare host name"),
     ("allowed_http_hosts", "localhost:8080", "without a port"),
     ("slack_channel", "#alerts\r\nBcc: x@example.com", "control characters"),
+    ("policy_variable", "alerting\npolicy", "control characters"),
+    ("maintenance_schedule", "every five minutes", "cron expression"),
+    ("maintenance_schedule", "*/5 * * *", "cron expression"),
+    ("base_url", "http://[::1", "absolute http(s) URL"),
 ]
 
 
 @pytest.mark.parametrize(("option", "value", "problem"), BAD_VALUES)
-def test_bad_env_value_raises_naming_the_option(
-    monkeypatch: pytest.MonkeyPatch, option: str, value: str, problem: str
+def test_bad_env_value_falls_back_to_the_default_and_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    metric_calls: list[tuple[str, ...]],
+    option: str,
+    value: str,
+    problem: str,
 ) -> None:
     monkeypatch.setenv(_env(option), value)
-    with pytest.raises(ValueError, match=re.escape(f"[alerting] {option}:")) as excinfo:
-        load_settings()
-    assert problem in str(excinfo.value)
-    assert _env(option) in str(excinfo.value)
+
+    with caplog.at_level(logging.ERROR, logger="airflow_alerting"):
+        settings = load_settings()
+
+    assert getattr(settings, option) == getattr(AlertingSettings.defaults(), option)
+    [record] = [r for r in caplog.records if r.name == "airflow_alerting.config"]
+    assert record.levelno == logging.ERROR
+    message = record.getMessage()
+    assert message.startswith(f"[alerting] {option}: ")
+    assert problem in message
+    assert _env(option) in message
+    assert repr(value)[:40] in message  # the bad value, as the operator wrote it
+    assert "; using the default " in message
+    assert metric_calls == [("config_errors", option)]
+
+
+def test_each_bad_option_falls_back_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_env("delivery_attempts"), "three")
+    monkeypatch.setenv(_env("state_backend"), "redis")
+    monkeypatch.setenv(_env("slack_channel"), "#data-alerts")
+    monkeypatch.setenv(_env("history_limit"), "9")
+
+    loaded = read_settings()
+
+    assert [p.option for p in loaded.problems] == ["state_backend", "delivery_attempts"]
+    assert loaded.settings == dataclasses.replace(
+        AlertingSettings.defaults(), slack_channel="#data-alerts", history_limit=9
+    )
+    assert load_settings() == loaded.settings
 
 
 @pytest.mark.parametrize(("option", "value", "problem"), BAD_VALUES)
@@ -190,20 +250,203 @@ def test_unknown_option_is_named() -> None:
         AlertingSettings.from_mapping({"slack_chanel": "#x"})
 
 
-def test_sql_backend_requires_a_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sql_backend_without_a_connection_falls_back_to_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(_env("state_backend"), "sql")
+
+    loaded = read_settings()
+
+    assert loaded.settings.state_backend == "variables"
+    [problem] = loaded.problems
+    assert problem.option == "sql_conn_id"
+    assert problem.message.startswith("[alerting] sql_conn_id: must name a connection")
+    assert problem.message.endswith("using state_backend 'variables' instead")
     with pytest.raises(ValueError, match=re.escape("[alerting] sql_conn_id:")):
-        load_settings()
+        AlertingSettings.from_mapping({"state_backend": "sql"})
 
 
-def test_deadline_must_stay_below_the_dag_processor_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("processor_timeout", "deadline", "expected"),
+    [
+        # the option's default when that is still below the timeout
+        ("50", "50", 15.0),
+        ("50", "120", 15.0),
+        # otherwise 60 % of the timeout
+        ("20", "20", 12.0),
+        ("10", None, 6.0),
+    ],
+)
+def test_deadline_at_or_above_the_dag_processor_timeout_falls_back(
+    monkeypatch: pytest.MonkeyPatch, processor_timeout: str, deadline: str | None, expected: float
+) -> None:
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT", processor_timeout)
+    if deadline is not None:
+        monkeypatch.setenv(_env("callback_deadline_seconds"), deadline)
+
+    loaded = read_settings()
+
+    assert loaded.settings.callback_deadline_seconds == expected
+    [problem] = loaded.problems
+    assert problem.option == "callback_deadline_seconds"
+    assert f"[dag_processor] dag_file_processor_timeout ({processor_timeout})" in problem.message
+    assert f"using {expected:g}" in problem.message or f"using the default {expected:g}" in problem.message
+
+
+def test_deadline_below_the_dag_processor_timeout_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT", "20")
-    monkeypatch.setenv(_env("callback_deadline_seconds"), "20")
-    with pytest.raises(ValueError, match=re.escape("[alerting] callback_deadline_seconds:")) as excinfo:
-        load_settings()
-    assert "[dag_processor] dag_file_processor_timeout (20)" in str(excinfo.value)
     monkeypatch.setenv(_env("callback_deadline_seconds"), "15")
-    assert load_settings().callback_deadline_seconds == 15.0
+    assert read_settings() == LoadedSettings(
+        dataclasses.replace(AlertingSettings.defaults(), callback_deadline_seconds=15.0)
+    )
+
+
+@pytest.mark.parametrize("timeout", ["soon", "0", "-5", "nan"])
+def test_an_unusable_dag_processor_timeout_is_not_ours_to_report(
+    monkeypatch: pytest.MonkeyPatch, timeout: str
+) -> None:
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT", timeout)
+    monkeypatch.setenv(_env("callback_deadline_seconds"), "45")
+    assert read_settings() == LoadedSettings(
+        dataclasses.replace(AlertingSettings.defaults(), callback_deadline_seconds=45.0)
+    )
+
+
+def test_an_option_airflow_cannot_read_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.configuration import conf
+
+    real_get = conf.get
+
+    def get(section: str, key: str, **kwargs: Any) -> Any:
+        if (section, key) == ("alerting", "slack_channel"):
+            raise RuntimeError("slack_channel_cmd exited with status 1")
+        return real_get(section, key, **kwargs)
+
+    monkeypatch.setattr(conf, "get", get)
+
+    loaded = read_settings()
+
+    assert loaded.settings == AlertingSettings.defaults()
+    [problem] = loaded.problems
+    assert problem.option == "slack_channel"
+    assert "could not be read (RuntimeError: slack_channel_cmd exited with status 1)" in problem.message
+    assert problem.message.endswith("using the default '#alerts' instead")
+
+
+# --- policy_file ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def policy_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A valid policy file and one of each kind of unusable one."""
+    folder = tmp_path_factory.mktemp("policies")
+    files = {
+        "valid": "routing:\n  matrix:\n    medium: [email]\n",
+        "malformed": "routing: [unclosed\n",
+        "invalid": "routing:\n  matrix:\n    medium: [sms]\n",
+        "binary": b"\xff\xfe\x00routing",
+    }
+    paths = {}
+    for name, content in files.items():
+        path = folder / f"{name}.yaml"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        paths[name] = path
+    paths["missing"] = folder / "missing.yaml"
+    paths["directory"] = folder
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [
+        ("missing", "cannot read policy file: No such file or directory"),
+        ("directory", "cannot read policy file"),
+        ("malformed", "invalid YAML"),
+        ("invalid", "policy(invalid.yaml).routing.matrix.medium[0]: undeclared channel 'sms'"),
+        ("binary", "codec can't decode"),
+    ],
+)
+def test_an_unusable_policy_file_falls_back_to_the_default_policy(
+    monkeypatch: pytest.MonkeyPatch, policy_files: dict[str, Path], kind: str, fragment: str
+) -> None:
+    monkeypatch.setenv(_env("policy_file"), str(policy_files[kind]))
+
+    loaded = read_settings()
+
+    assert loaded.settings.policy_file == ""
+    [problem] = loaded.problems
+    assert problem.option == "policy_file"
+    assert problem.message.startswith(
+        f"[alerting] policy_file: {str(policy_files[kind])!r} is not a usable policy: "
+    )
+    assert fragment in problem.message
+    assert "\n" not in problem.message  # one log line, even for multi-line YAML errors
+    assert problem.message.endswith("using the default '' (the built-in default policy) instead")
+
+
+def test_a_usable_policy_file_is_kept(monkeypatch: pytest.MonkeyPatch, policy_files: dict[str, Path]) -> None:
+    monkeypatch.setenv(_env("policy_file"), str(policy_files["valid"]))
+    assert read_settings() == LoadedSettings(
+        dataclasses.replace(AlertingSettings.defaults(), policy_file=str(policy_files["valid"]))
+    )
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def test_load_settings_reports_on_every_call(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, metric_calls: list[tuple[str, ...]]
+) -> None:
+    # once per alert: the task log of every affected alert shows why it behaved as it did
+    monkeypatch.setenv(_env("delivery_attempts"), "three")
+    with caplog.at_level(logging.ERROR, logger="airflow_alerting"):
+        load_settings()
+        load_settings()
+    assert len([r for r in caplog.records if "delivery_attempts" in r.getMessage()]) == 2
+    assert metric_calls == [("config_errors", "delivery_attempts")] * 2
+
+
+def test_check_settings_reports_each_problem_once_per_process(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, metric_calls: list[tuple[str, ...]]
+) -> None:
+    # a DAG file builds several notifiers, each of which checks the configuration
+    monkeypatch.setenv(_env("delivery_attempts"), "three")
+    with caplog.at_level(logging.ERROR, logger="airflow_alerting"):
+        problems = [check_settings() for _ in range(3)]
+        monkeypatch.setenv(_env("delivery_attempts"), "four")
+        check_settings()
+    assert all(len(found) == 1 for found in problems)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "'three'" in messages[0] and "'four'" in messages[1]
+    assert metric_calls == [("config_errors", "delivery_attempts")] * 2
+
+
+def test_check_settings_reads_the_configuration_again_only_when_the_environment_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # hundreds of notifiers in one DAG file must not each pay for reading the whole section
+    reads = []
+    real = config.read_settings
+    monkeypatch.setattr(config, "read_settings", lambda: reads.append(1) or real())
+
+    monkeypatch.setenv(_env("delivery_attempts"), "three")
+    first = [check_settings() for _ in range(5)]
+    monkeypatch.setenv(_env("delivery_attempts"), "4")
+    second = [check_settings() for _ in range(5)]
+
+    assert len(reads) == 2
+    assert [len(found) for found in first + second] == [1] * 5 + [0] * 5
+
+
+def test_check_settings_without_problems_is_silent(
+    caplog: pytest.LogCaptureFixture, metric_calls: list[tuple[str, ...]]
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="airflow_alerting"):
+        assert check_settings() == ()
+    assert caplog.records == []
+    assert metric_calls == []
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from airflow_alerting.model import (
     DecisionReason,
     DeliveryResult,
     Notification,
+    NotificationAction,
     Severity,
 )
 from airflow_alerting.policy import AlertPolicy, EscalationPolicy
@@ -162,7 +163,7 @@ def test_classified_alert_is_routed_by_its_severity() -> None:
 # --- throttling -----------------------------------------------------------------------------
 
 
-def test_repeat_within_window_is_suppressed_and_counted() -> None:
+def test_repeat_within_window_is_correlated_and_counted() -> None:
     h = harness(NO_ESCALATION)
     first = h.manager.handle(medium_failure(1))
     h.clock.advance(minutes=1)
@@ -170,11 +171,15 @@ def test_repeat_within_window_is_suppressed_and_counted() -> None:
     second = h.manager.handle(medium_failure(2))
 
     assert first.fingerprint == second.fingerprint
-    assert reasons(second) == {"slack": DecisionReason.THROTTLED}
+    # the repeat joins the incident the first one opened: folded in, not a message of its own
+    assert first.incident is not None and second.incident is not None
+    assert first.incident.id == second.incident.id
+    assert reasons(second) == {"slack": DecisionReason.CORRELATED}
     assert second.sent_to == ()
     assert not by_channel(second)["slack"].decision.send
     assert len(h.got("slack")) == 1
-    state = h.store.channel_state(second.fingerprint, "slack")
+    # the throttle claim is keyed by the incident, not by the fingerprint
+    state = h.store.channel_state(second.incident.id, "slack")
     assert state is not None
     assert state.suppressed.count == 1
 
@@ -220,14 +225,17 @@ def test_escalation_after_three_occurrences_within_an_hour() -> None:
     third = h.manager.handle(medium_failure(3))
 
     assert second.escalation is None
-    assert reasons(second) == {"slack": DecisionReason.THROTTLED}
+    assert reasons(second) == {"slack": DecisionReason.CORRELATED}
     assert third.escalation is not None
     assert third.escalation.from_severity is Severity.MEDIUM
     assert third.escalation.to_severity is Severity.HIGH
     assert third.escalation.occurrences == 3
     assert third.severity is Severity.HIGH
-    # escalation bypasses the medium window on slack and widens routing to the high channels
-    assert reasons(third) == {"email": DecisionReason.ESCALATED, "slack": DecisionReason.ESCALATED}
+    # escalation bypasses the incident window on slack (which announced it) and widens routing:
+    # email is newly routed by the higher severity, so it gets the incident's announcement
+    assert reasons(third) == {"email": DecisionReason.FIRST, "slack": DecisionReason.ESCALATED}
+    assert h.got("email")[-1].action is NotificationAction.ANNOUNCE
+    assert h.got("slack")[-1].action is NotificationAction.ESCALATE
     assert h.got("email")[-1].severity is Severity.HIGH
     assert h.got("slack")[-1].escalation == third.escalation
     assert h.got("slack")[-1].decision.suppressed.count == 1
@@ -236,10 +244,11 @@ def test_escalation_after_three_occurrences_within_an_hour() -> None:
     h.clock.advance(minutes=1)
     fourth = h.manager.handle(medium_failure(4))
     assert fourth.severity is Severity.HIGH
-    assert set(reasons(fourth).values()) == {DecisionReason.THROTTLED}
+    assert set(reasons(fourth).values()) == {DecisionReason.CORRELATED}
 
 
 def test_no_escalation_when_occurrences_spread_over_more_than_an_hour() -> None:
+    # 35 min apart is also past the incident window (30 min): each failure opens a new incident
     h = harness()
     for run in (1, 2):
         h.manager.handle(medium_failure(run))
@@ -249,11 +258,11 @@ def test_no_escalation_when_occurrences_spread_over_more_than_an_hour() -> None:
 
     assert third.escalation is None
     assert third.severity is Severity.MEDIUM
-    assert reasons(third) == {"slack": DecisionReason.WINDOW_ELAPSED}
+    assert reasons(third) == {"slack": DecisionReason.FIRST}
     assert h.got("email") == []
 
 
-def test_critical_is_never_escalated_and_never_throttled() -> None:
+def test_critical_is_never_escalated_and_pages_once_per_incident() -> None:
     h = harness()
     outcomes = []
     for run in range(1, 5):
@@ -261,8 +270,11 @@ def test_critical_is_never_escalated_and_never_throttled() -> None:
         h.clock.advance(seconds=10)
 
     assert all(o.escalation is None for o in outcomes)
-    assert h.counts() == {"email": 4, "slack": 4, "pagerduty": 4}
-    assert {r for o in outcomes for r in reasons(o).values()} == {DecisionReason.NO_WINDOW}
+    # one incident: announced once everywhere; it repeats only after repeat_interval if unacknowledged
+    assert len({o.incident.id for o in outcomes if o.incident is not None}) == 1
+    assert h.counts() == {"email": 1, "slack": 1, "pagerduty": 1}
+    assert set(reasons(outcomes[0]).values()) <= {DecisionReason.FIRST, DecisionReason.NO_WINDOW}
+    assert {r for o in outcomes[1:] for r in reasons(o).values()} == {DecisionReason.CORRELATED}
 
 
 # --- retries and duplicates -----------------------------------------------------------------
@@ -555,14 +567,18 @@ def test_state_outage_fails_open_but_capped() -> None:
     assert set(later.sent_to) == {"email", "slack"}
 
 
-def test_state_outage_cap_is_per_fingerprint() -> None:
+def test_state_outage_cap_is_per_correlation_key() -> None:
     h = harness(store=UnavailableStore())
     for run in range(1, 5):
         h.manager.handle(failure(run))
 
-    other = h.manager.handle(failure(1, task_id="load_customers"))
+    # without state every failure looks like a new incident: the cap is by cause, so another task
+    # failing for the same reason is capped, while a different cause still gets through
+    same_cause = h.manager.handle(failure(1, task_id="load_customers"))
+    other_cause = h.manager.handle(failure(1, task_id="load_items", message="role AUDIT lacks SELECT"))
 
-    assert set(other.sent_to) == {"email", "slack"}
+    assert same_cause.sent_to == ()
+    assert set(other_cause.sent_to) == {"email", "slack"}
 
 
 def test_state_outage_during_resolution_does_not_raise() -> None:
@@ -608,7 +624,8 @@ def test_success_resolves_exactly_the_channels_that_got_the_alert() -> None:
     assert reasons(resolved) == {"email": DecisionReason.RESOLVED}
     notification = h.got("email")[-1]
     assert notification.resolved
-    assert notification.fingerprint == failed.fingerprint
+    assert failed.incident is not None
+    assert notification.fingerprint == failed.incident.id  # a resolution is about the incident
     assert notification.alert.kind is AlertKind.TASK_SUCCESS
     assert notification.opened_at == h.clock() - timedelta(minutes=7)
     assert h.got("slack") == []
@@ -668,16 +685,40 @@ def test_resolve_can_be_switched_off() -> None:
     assert all(not n.resolved for name in CHANNELS for n in h.got(name))
 
 
-def test_failed_resolve_is_retried_on_the_next_success() -> None:
+def test_failed_resolve_is_redelivered_from_the_outbox() -> None:
+    h = harness()
+    h.manager.handle(failure(1))
+    h.channels["email"].fail_next(retryable=True, count=FAST.attempts)
+
+    first = h.manager.handle(success(2))
+    assert first.failed == ("email",)
+    assert not any(n.resolved for n in h.got("email"))
+    # the incident is resolved already: a later success has nothing to resolve, the outbox does it
+    assert h.manager.handle(success(3)).channels == ()
+    h.clock.advance(minutes=5)
+
+    h.manager.redeliver_outbox()
+
+    resolutions = [n for n in h.got("email") if n.resolved]
+    assert len(resolutions) == 1
+    assert first.incident is not None
+    assert resolutions[0].fingerprint == first.incident.id
+
+
+def test_non_retryable_resolve_failure_is_recorded_not_retried() -> None:
     h = harness()
     h.manager.handle(failure(1))
     h.channels["email"].fail_next(retryable=False)
 
     first = h.manager.handle(success(2))
     second = h.manager.handle(success(3))
+    h.clock.advance(minutes=5)
+    h.manager.redeliver_outbox()
 
     assert first.failed == ("email",)
-    assert second.sent_to == ("email",)
+    assert second.channels == ()
+    assert not any(n.resolved for n in h.got("email"))
+    assert any(e.channel == "email" and e.delivered is False for e in h.store.history(limit=50))
 
 
 # --- send_alert and should_throttle -----------------------------------------------------------
@@ -740,7 +781,8 @@ def test_should_throttle_is_read_only() -> None:
     ("alert", "expected"),
     [
         pytest.param(failure(1, try_number=1, max_tries=2), True, id="retry_goes_nowhere"),
-        pytest.param(failure(1, message="No space left on device"), False, id="critical_has_no_window"),
+        # an announced critical incident is only repeated after repeat_interval (4 h)
+        pytest.param(failure(1, message="No space left on device"), True, id="critical_already_announced"),
     ],
 )
 def test_should_throttle_edge_cases(alert: Alert, expected: bool) -> None:
@@ -771,7 +813,7 @@ def test_history_records_every_decision_with_reasons() -> None:
     assert all(e.why.strip() for e in history)
     for entry in history:
         assert entry.source.startswith("sales_etl.")
-        if entry.reason == "throttled":
+        if entry.reason == "correlated":
             assert (entry.sent, entry.delivered) == (False, None)
     first = [e for e in history if e.run_id == "run_1"]
     assert {e.channel for e in first} == {"email", "slack"}
@@ -798,7 +840,7 @@ def test_decisions_are_counted_in_metrics(stats: StatsRecorder) -> None:
     h.manager.handle(medium_failure(2))
 
     assert "alerting.sent.slack" in stats.counters
-    assert "alerting.suppressed.throttled" in stats.counters
+    assert "alerting.suppressed.correlated" in stats.counters
 
 
 def test_mapped_instances_failing_together_are_one_recurrence_not_an_escalation() -> None:
@@ -828,11 +870,11 @@ def test_a_burst_is_summarised_once_it_settles() -> None:
         h.manager.handle(medium_failure(1, map_index=index))
     assert h.counts()["slack"] == 1
 
-    h.clock.advance(minutes=1)
-    h.manager.redeliver_outbox()
-    assert h.counts()["slack"] == 1, "the summary waits until the burst has settled (2 min)"
-
     h.clock.advance(minutes=2)
+    h.manager.redeliver_outbox()
+    assert h.counts()["slack"] == 1, "a follow-up waits for the burst to settle and the channel's window"
+
+    h.clock.advance(minutes=13)  # the medium window: 15 min after the first held-back failure
     h.manager.redeliver_outbox()
 
     summary = h.got("slack")[1]

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from airflow_alerting.classify import CriticalWindow
+from airflow_alerting.matching import AlertMatcher
 from airflow_alerting.model import Alert, Severity
 from airflow_alerting.policy import DEFAULT_WINDOWS, AlertPolicy, PolicyError
 
@@ -603,3 +605,160 @@ def test_unrepresentable_window_names_the_field(value: float) -> None:
         AlertPolicy.from_dict({"throttle": {"windows": {"low": value}}})
 
     assert caught.value.path == "policy.throttle.windows.low"
+
+
+# --- critical windows ---------------------------------------------------------------------
+
+WINDOWS = "policy.classification.critical_windows"
+
+
+def _windows(*items: Any) -> dict[str, Any]:
+    return {"classification": {"critical_windows": list(items)}}
+
+
+def test_critical_windows_parse_every_field() -> None:
+    policy = AlertPolicy.from_dict(
+        _windows(
+            {
+                "name": "month-end",
+                "timezone": "Europe/Berlin",
+                "days_of_month": [-1, -2],
+                "weekdays": [1, 2, 3, 4, 5],
+                "start": "22:00",
+                "end": "02:00",
+                "raise_by": 2,
+                "match": {"dag_ids": ["finance_*"]},
+            },
+            {"name": "everything"},
+        )
+    )
+
+    assert policy.classifier.critical_windows == (
+        CriticalWindow(
+            name="month-end",
+            timezone="Europe/Berlin",
+            days_of_month=(-1, -2),
+            weekdays=(1, 2, 3, 4, 5),
+            start=time(22),
+            end=time(2),
+            raise_by=2,
+            match=AlertMatcher(dag_ids=("finance_*",)),
+        ),
+        # the defaults: every day, all day, UTC, one level, every alert
+        CriticalWindow(name="everything", timezone="UTC", start=time(0), end=time(0), raise_by=1, match=None),
+    )
+
+
+def test_no_critical_windows_by_default() -> None:
+    assert AlertPolicy.from_dict({}).classifier.critical_windows == ()
+
+
+def test_critical_window_from_yaml_behaves_as_written() -> None:
+    policy = AlertPolicy.from_yaml(
+        "classification:\n"
+        "  business_hours: {timezone: Europe/Berlin, off_hours_lower_by: 1}\n"
+        "  critical_windows:\n"
+        "    - name: month-end\n"
+        "      timezone: Europe/Berlin\n"
+        "      days_of_month: [-1]\n"
+        "      start: 18:00\n"
+        "      end: 6:00\n"
+        "      match: {dag_ids: [finance_*]}\n"
+    )
+    # Monday 2026-11-30, 21:00 in Berlin: outside business hours, inside the month-end evening
+    late = datetime(2026, 11, 30, 20, 0, tzinfo=timezone.utc)
+
+    finance = policy.classifier.classify(alert(dag_id="finance_close", occurred_at=late))
+    other = policy.classifier.classify(alert(occurred_at=late))
+
+    assert finance.severity is Severity.MEDIUM  # medium, lowered off-hours, raised back
+    assert finance.reasons[-2:] == (
+        "outside business hours: lowered to low",
+        "inside critical window month-end (2026-11-30 Europe/Berlin; dag finance_close): raised to medium",
+    )
+    assert other.severity is Severity.LOW
+
+
+BAD_WINDOWS: list[tuple[str, Any, str, str]] = [
+    # id, data, exact path, a fragment the message must contain
+    ("not_a_list", {"classification": {"critical_windows": {"name": "w"}}}, WINDOWS, "list"),
+    ("item_not_mapping", _windows("month-end"), f"{WINDOWS}[0]", "mapping"),
+    ("missing_name", _windows({"days_of_month": [-1]}), f"{WINDOWS}[0].name", "required"),
+    ("empty_name", _windows({"name": " "}), f"{WINDOWS}[0].name", "non-empty"),
+    ("name_not_string", _windows({"name": 3}), f"{WINDOWS}[0].name", "non-empty"),
+    ("unknown_field", _windows({"name": "w", "days": [1]}), f"{WINDOWS}[0].days", "unknown field"),
+    ("day_zero", _windows({"name": "w", "days_of_month": [-1, 0]}), f"{WINDOWS}[0].days_of_month[1]", "0"),
+    ("day_32", _windows({"name": "w", "days_of_month": [32]}), f"{WINDOWS}[0].days_of_month[0]", "31"),
+    (
+        "day_minus_32",
+        _windows({"name": "w", "days_of_month": [-32]}),
+        f"{WINDOWS}[0].days_of_month[0]",
+        "-31",
+    ),
+    (
+        "day_string",
+        _windows({"name": "w", "days_of_month": ["-1"]}),
+        f"{WINDOWS}[0].days_of_month[0]",
+        "integer",
+    ),
+    (
+        "days_not_list",
+        _windows({"name": "w", "days_of_month": "last"}),
+        f"{WINDOWS}[0].days_of_month",
+        "list",
+    ),
+    ("weekday_8", _windows({"name": "w", "weekdays": [1, 8]}), f"{WINDOWS}[0].weekdays[1]", "7"),
+    ("weekday_0", _windows({"name": "w", "weekdays": [0]}), f"{WINDOWS}[0].weekdays[0]", "1"),
+    ("bad_start", _windows({"name": "w", "start": "25:00"}), f"{WINDOWS}[0].start", "25:00"),
+    ("bad_end", _windows({"name": "w", "end": "6pm"}), f"{WINDOWS}[0].end", "6pm"),
+    ("raise_by_zero", _windows({"name": "w", "raise_by": 0}), f"{WINDOWS}[0].raise_by", "1"),
+    ("raise_by_negative", _windows({"name": "w", "raise_by": -1}), f"{WINDOWS}[0].raise_by", "-1"),
+    ("raise_by_too_big", _windows({"name": "w", "raise_by": 4}), f"{WINDOWS}[0].raise_by", "4"),
+    ("raise_by_not_int", _windows({"name": "w", "raise_by": "1"}), f"{WINDOWS}[0].raise_by", "integer"),
+    (
+        "unknown_zone",
+        _windows({"name": "w", "timezone": "Mars/Olympus_Mons"}),
+        f"{WINDOWS}[0].timezone",
+        "Mars/Olympus_Mons",
+    ),
+    (
+        "second_window_named",
+        _windows({"name": "a"}, {"name": "b", "timezone": "Europe/Berlln"}),
+        f"{WINDOWS}[1].timezone",
+        "Europe/Berlln",
+    ),
+    (
+        "match_unknown_field",
+        _windows({"name": "w", "match": {"dag": ["x"]}}),
+        f"{WINDOWS}[0].match.dag",
+        "unknown",
+    ),
+    (
+        "match_bad_regex",
+        _windows({"name": "w", "match": {"message_patterns": ["(["]}}),
+        f"{WINDOWS}[0].match.message_patterns[0]",
+        "regular expression",
+    ),
+    ("match_not_mapping", _windows({"name": "w", "match": ["x"]}), f"{WINDOWS}[0].match", "mapping"),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "fragment"), [pytest.param(d, p, f, id=i) for i, d, p, f in BAD_WINDOWS]
+)
+def test_bad_critical_window_names_the_field(data: Any, path: str, fragment: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        AlertPolicy.from_dict(data)
+
+    assert caught.value.path == path
+    assert fragment in caught.value.problem
+
+
+def test_bad_critical_window_in_a_file_names_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("classification:\n  critical_windows:\n    - {name: close, days_of_month: [-1, 0]}\n")
+
+    with pytest.raises(PolicyError) as caught:
+        AlertPolicy.from_yaml(path)
+
+    assert caught.value.path == "policy(p.yaml).classification.critical_windows[0].days_of_month[1]"

@@ -39,30 +39,72 @@ class EndpointRefused(ValueError):
     """A connection points a credential at an endpoint we will not send it to."""
 
 
-def require_secure_endpoint(url: str, allowed_http_hosts: Iterable[str], credential: str) -> None:
-    """Refuse anything but https, except plain http to ``allowed_http_hosts`` (local test servers).
+#: every character of an endpoint URL: printable ASCII without space.  Whitespace and control
+#: characters are where URL parsers disagree most (urllib.parse silently drops tabs and
+#: newlines, others keep or reject them), so such a URL is refused rather than interpreted.
+_URL_CHARACTERS = re.compile(r"[!-~]{1,2048}")
+#: the authority part of an endpoint URL: a DNS name or IPv4 address, or a bracketed IPv6
+#: address, and an optional port.  No user info, no percent-encoding, no IPv6 zone id: the
+#: parts that HTTP clients read differently from urllib.parse (``a\@b``, ``a%2F@b``, ...).
+_AUTHORITY = re.compile(
+    r"(?:(?P<name>[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,252}))|\[(?P<ipv6>[0-9A-Fa-f:.]{2,45})\])(?::[0-9]{1,5})?"
+)
+
+
+def require_secure_endpoint(url: str, allowed_http_hosts: Iterable[str], credential: str) -> str:
+    """Check the exact URL a credential is about to be sent to, and return it unchanged.
+
+    The URL is parsed once, by :func:`urllib.parse.urlsplit`, and accepted only when no other
+    parser can read a different host out of it: printable ASCII only, no backslash, no
+    fragment, a plain ``host[:port]`` authority (no user info, percent-encoding or zone id) and
+    an exact ``urlsplit``/``urlunsplit`` round trip.  Then only https is accepted, except plain
+    http to ``allowed_http_hosts`` (local test servers).  Callers must hand the returned string,
+    and nothing rebuilt from it, to the HTTP client.
 
     :param url: the endpoint a credential is about to be sent to
     :param allowed_http_hosts: host names that may be reached over plain http
     :param credential: what would be exposed, for the message ("the routing key")
+    :return: ``url``, validated
     :raises EndpointRefused: with a message that names the scheme and host, never the URL's path
+        or user info (either may be the credential)
     """
-    from urllib.parse import urlsplit
+    import ipaddress
+    from urllib.parse import urlsplit, urlunsplit
 
+    if not _URL_CHARACTERS.fullmatch(url):
+        raise EndpointRefused("the endpoint URL contains whitespace, control or non-ASCII characters")
+    if "\\" in url:
+        raise EndpointRefused("the endpoint URL contains a backslash")
+    if "#" in url:
+        raise EndpointRefused("the endpoint URL has a fragment")
     try:
         parts = urlsplit(url)
         hostname = parts.hostname or ""
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range
     except ValueError as exc:
         raise EndpointRefused("the endpoint is not a valid URL") from exc
-    if not hostname:
-        raise EndpointRefused("the endpoint has no host name")
-    scheme = parts.scheme.lower()
+    authority = _AUTHORITY.fullmatch(parts.netloc)
+    if not hostname or authority is None:
+        raise EndpointRefused(
+            "the endpoint URL needs a plain host[:port] (no user info, percent-encoding or IPv6 zone id)"
+        )
+    if urlunsplit(parts) != url:
+        # e.g. an upper-case scheme or an empty query: another parser may normalise differently
+        raise EndpointRefused("the endpoint URL is not in canonical form")
+    ipv6 = authority.group("ipv6")
+    try:
+        if ipv6 is not None:
+            ipaddress.IPv6Address(ipv6)
+    except ValueError as exc:
+        raise EndpointRefused("the endpoint URL has an invalid IPv6 address") from exc
+    scheme = parts.scheme
     allowed = set(allowed_http_hosts)
     if scheme != "https" and not (scheme == "http" and hostname in allowed):
         raise EndpointRefused(
             f"refusing to send {credential} to {scheme}://{hostname}: "
             f"use https (plain http only for {', '.join(sorted(allowed)) or 'no host'})"
         )
+    return url
 
 
 def hide(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -180,8 +222,13 @@ def http_failure(
     code: str | None = None,
     retry_after: float | None = None,
     secrets: Iterable[str | None] = (),
+    location: str | None = None,
 ) -> DeliveryResult:
     """A failed result for an HTTP error status.
+
+    A redirect (3xx) is a failure too: no channel follows one, since that would carry the
+    credential to a host that was never validated, and a redirect is not going to go away by
+    itself, so it is not retried.
 
     :param channel: the channel's name
     :param status: HTTP status code
@@ -189,8 +236,15 @@ def http_failure(
     :param code: service error code from the body, if any (see :func:`safe_code`)
     :param retry_after: parsed ``Retry-After``
     :param secrets: values to strip from the detail
+    :param location: the ``Location`` header, for a redirect
     :return: the result, retryable per :func:`status_is_retryable`
     """
+    if 300 <= status <= 399:
+        detail = (
+            f"{action}: HTTP {status}: endpoint answered with a redirect to {redirect_origin(location)}; "
+            "redirects are not followed"
+        )
+        return result(channel, ok=False, retryable=False, detail=detail, secrets=secrets)
     detail = f"{action}: HTTP {status}" + (f" {code}" if code else "")
     if retry_after is not None:
         detail += f" (retry after {retry_after:g}s)"
@@ -202,6 +256,35 @@ def http_failure(
         retry_after=retry_after,
         secrets=secrets,
     )
+
+
+_ORIGIN_PART = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,300}")
+
+
+def redirect_origin(location: str | None) -> str:
+    """``scheme://host[:port]`` of a redirect target, for a detail: never its path or query.
+
+    :param location: the ``Location`` header as received (untrusted)
+    :return: the origin, or a description when the header is missing, relative or malformed
+    """
+    from urllib.parse import urlsplit
+
+    if not location or not location.strip():
+        return "an unnamed location"
+    try:
+        parts = urlsplit(location.strip())
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "an unparseable location"
+    if not parts.scheme and not host:
+        return "a path on the same host"
+    origin = f"[{host}]" if ":" in host else host
+    if port is not None:
+        origin += f":{port}"
+    if not (_SAFE_CODE.fullmatch(parts.scheme) and _ORIGIN_PART.fullmatch(origin)):
+        return "an unparseable location"
+    return f"{parts.scheme}://{origin}"
 
 
 def _causes(exc: BaseException) -> Iterable[BaseException]:

@@ -35,6 +35,10 @@ class AlertNotifier(BaseNotifier):
             "on_success_callback": [AlertNotifier()],
         }
 
+    Constructing one (when a DAG file is parsed) also validates the ``[alerting]``
+    configuration and logs an error for each unusable value, naming the option, the value
+    and the default used instead; see :func:`~airflow_alerting.config.check_settings`.
+
     :param policy: an :class:`~airflow_alerting.policy.AlertPolicy`, a mapping (parsed and
         validated now, so a bad policy fails at DAG parse time naming the field) or the path of
         a YAML file (loaded now).  When omitted, ``[alerting] policy_variable`` (read at alert
@@ -63,6 +67,10 @@ class AlertNotifier(BaseNotifier):
         self.severity = Severity.parse(severity) if severity is not None else None
         self.manager = manager
         self.last_outcome: AlertOutcome | None = None
+        if manager is None:
+            # An explicit manager brings its own settings; otherwise report bad [alerting]
+            # values now, in the DAG processor's log, rather than first in a failing task's.
+            _check_configuration()
 
     def __call__(self, *args: Any) -> None:
         """Render on a copy, then notify; never raises into the task."""
@@ -105,6 +113,15 @@ class AlertNotifier(BaseNotifier):
     async def async_notify(self, context: Any) -> None:
         """Run the pipeline from the triggerer (Deadline Alerts) without blocking its event loop."""
         await asyncio.to_thread(self.notify, context)
+
+
+def _check_configuration() -> None:
+    from airflow_alerting.config import check_settings
+
+    try:
+        check_settings()
+    except Exception:  # never raises by design; a bug in it must not fail every DAG file either
+        log.exception("could not validate the [alerting] configuration")
 
 
 def _load_policy(policy: AlertPolicy | Mapping[str, Any] | str | Path | None) -> AlertPolicy | None:

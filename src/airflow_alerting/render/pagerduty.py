@@ -1,14 +1,22 @@
 """PagerDuty Events API v2 rendering.
 
 https://developer.pagerduty.com/docs/events-api-v2/trigger-events/
+
+Notifications about an :class:`~airflow_alerting.incidents.model.Incident` use the incident's
+``dedup_key`` for every event, so one outage is one PagerDuty incident: ``ANNOUNCE``,
+``ESCALATE`` and ``RENOTIFY`` are ``trigger`` events (adding an alert to the open incident),
+``ACKNOWLEDGE`` and ``RESOLVE`` are ``acknowledge`` and ``resolve`` events.
 """
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
+from urllib.parse import urlsplit
 
-from airflow_alerting.model import Notification, Severity
+from airflow_alerting.incidents.model import Incident
+from airflow_alerting.model import Notification, NotificationAction, Severity
+from airflow_alerting.render import _incident as inc
 from airflow_alerting.render import text as t
 from airflow_alerting.render.redact import sanitize
 
@@ -17,6 +25,19 @@ MAX_SUMMARY = 1024
 #: custom_details is free-form, but a page should not carry a whole log; 512 KB is the hard cap
 MAX_DETAIL = 8000
 MAX_FIELD = 255
+#: affected DAGs named in an incident's custom_details (the snapshot carries at most 25)
+DETAIL_DAGS = 25
+#: affected task instances named in an incident's custom_details (the snapshot carries at most 50)
+DETAIL_TASKS = 25
+
+#: incident actions that become ``trigger`` events; the others map to their own event action
+TRIGGER_ACTIONS = frozenset(
+    {NotificationAction.ANNOUNCE, NotificationAction.ESCALATE, NotificationAction.RENOTIFY}
+)
+_EVENT_ACTION = {
+    NotificationAction.ACKNOWLEDGE: "acknowledge",
+    NotificationAction.RESOLVE: "resolve",
+}
 
 SEVERITY_MAP: dict[Severity, str] = {
     Severity.CRITICAL: "critical",
@@ -69,18 +90,112 @@ def _custom_details(n: Notification) -> dict[str, Any]:
     return details
 
 
+def event_action(n: Notification) -> str:
+    """The Events API ``event_action`` a notification becomes: trigger, acknowledge or resolve.
+
+    :param n: the notification
+    :return: ``"resolve"`` for recoveries and ``RESOLVE``, ``"acknowledge"`` for ``ACKNOWLEDGE``,
+        otherwise ``"trigger"`` (the channel does not declare ``FOLLOW_UP``/``UPDATE``; were
+        they sent, a trigger only refreshes the open incident's alert, which is harmless)
+    """
+    if n.resolved:
+        return "resolve"
+    if n.incident is None:
+        return "trigger"
+    return _EVENT_ACTION.get(n.action, "trigger")
+
+
+def _incident_summary(incident: Incident) -> str:
+    # Title first: PagerDuty cuts long summaries in notifications, and the cause matters most.
+    counts = f" ({inc.counts(incident)})"
+    return t.truncate(inc.title(incident), MAX_SUMMARY - len(counts)) + counts
+
+
+def _incident_details(n: Notification, incident: Incident) -> dict[str, Any]:
+    dags, dags_more = inc.dag_sample(incident, DETAIL_DAGS)
+    members, members_more = inc.member_sample(incident, DETAIL_TASKS)
+    details: dict[str, Any] = {
+        "incident": inc.name(incident.id),
+        "summary": inc.counts(incident),
+        "counts": {
+            "failures": incident.failures,
+            "tasks": incident.task_count,
+            "task_instances": incident.member_count,
+            "failing": incident.failing_count,
+            "dags": incident.dag_count,
+            "silenced": incident.silenced,
+        },
+        "dags": dags,
+        "tasks": [t.truncate(inc.member_line(m), MAX_FIELD) for m in members],
+        "first_seen": inc.when(incident.opened_at),
+        "last_seen": inc.when(incident.last_seen_at),
+        "severity": incident.severity.label,
+        "severity_reasons": [
+            t.truncate(t.one_line(sanitize(r)), MAX_FIELD) for r in incident.severity_reasons[-10:]
+        ],
+        "state": incident.state.value,
+        "fingerprint": n.fingerprint,
+    }
+    if dags_more:
+        details["dags_not_shown"] = dags_more
+    if members_more:
+        details["task_instances_not_shown"] = members_more
+    note = inc.action_note(n, incident)
+    if note:
+        details["note"] = note
+    error = t.error_text(n, MAX_DETAIL)
+    if error:
+        details["latest_error"] = error
+        details["latest_failure"] = {label.lower(): value for label, value in t.details(n)}
+    return details
+
+
+def _render_incident_trigger(n: Notification, incident: Incident, routing_key: str) -> dict[str, Any]:
+    alert = n.alert
+    url = t.link(n)
+    # The incident spans workers (and often DAGs): the Airflow deployment is its source.
+    host = urlsplit(url).hostname if url else None
+    payload: dict[str, Any] = {
+        "summary": _incident_summary(incident),
+        "source": t.truncate(host or "airflow", MAX_FIELD),
+        "severity": SEVERITY_MAP[incident.severity],
+        "custom_details": _incident_details(n, incident),
+    }
+    if incident.dag_count == 1 and incident.dag_ids:
+        payload["component"] = t.truncate(inc.name(incident.dag_ids[0]), MAX_FIELD)
+    if alert.exception_type:
+        payload["class"] = t.truncate(sanitize(alert.exception_type), MAX_FIELD)
+    payload["timestamp"] = (alert.occurred_at or incident.last_seen_at).isoformat()
+    event: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": dedup_key(n),
+        "payload": payload,
+        "client": "Airflow",
+    }
+    if url:
+        event["links"] = [{"href": url, "text": t.link_label(n)}]
+    return event
+
+
 def render_pagerduty_event(n: Notification, routing_key: str) -> dict[str, Any]:
     """Build the Events API v2 request body for a notification.
 
-    Recoveries (``n.resolved``) become ``resolve`` events carrying only the routing key and
-    dedup key, which is all PagerDuty needs to close the incident opened by the trigger.
+    Recoveries (``n.resolved``, or ``RESOLVE``) become ``resolve`` events, and ``ACKNOWLEDGE``
+    ``acknowledge`` events, carrying only the routing key and dedup key, which is all PagerDuty
+    needs to find the incident opened by the trigger.  Incident triggers summarise the incident
+    (title and counts) and carry its counts, samples of DAGs and tasks, first/last seen,
+    severity reasons and the latest error in ``custom_details``.
 
     :param n: the notification
     :param routing_key: the integration's routing key (a secret; it only goes into the body)
     :return: the JSON-serialisable event
     """
-    if n.resolved:
-        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key(n)}
+    action = event_action(n)
+    if action != "trigger":
+        return {"routing_key": routing_key, "event_action": action, "dedup_key": dedup_key(n)}
+    if n.incident is not None:
+        return _render_incident_trigger(n, n.incident, routing_key)
     alert = n.alert
     payload: dict[str, Any] = {
         "summary": _summary(n),

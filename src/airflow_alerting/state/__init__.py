@@ -23,7 +23,9 @@ def store_from_settings(settings: AlertingSettings) -> StateStore:
     if backend == "sql":
         from airflow_alerting.state.sql import SqlStore
 
-        return SqlStore(settings.sql_conn_id or None)
+        # every store call is bounded by a share of the callback's deadline, so a database that
+        # hangs fails the store open in time for the deliveries (docs/guarantees.md)
+        return SqlStore(settings.sql_conn_id or None, callback_deadline=settings.callback_deadline_seconds)
     from airflow_alerting.state.variables import VariableStore
 
     return VariableStore(history_limit=settings.history_limit)

@@ -1,13 +1,25 @@
 """State in Airflow Variables: zero setup, works in workers, the DAG processor and the triggerer.
 
-One Variable per fingerprint (``alerting.fp.<fingerprint>``), one per open incident and one
-bounded history document.  Airflow Variables are last-writer-wins with no compare-and-set,
-so two workers that race on the same fingerprint can both decide to send.  To narrow the
-race, a worker that decides to send writes its token to a claim Variable of its own
-(``alerting.claim.<fingerprint>.<channel>``, written only by claimers), waits a short
-randomised delay, re-reads, and proceeds only if its token survived: the last writer wins
-and always sends, the others stand down.  Duplicates remain possible, losses are not; the
-measured rate is in docs/guarantees.md.  Choose the SQL store when duplicates are unacceptable.
+Airflow Variables are last-writer-wins with no compare-and-set, and the Task SDK cannot list
+them, so the layout keeps what many workers write apart and findable:
+
+- ``alerting.fp.<key>``: occurrences and each channel's throttle state, written by senders
+  (and by ``record_occurrence``), never by suppressions;
+- ``alerting.claim.<key>.<channel>``: the claim token, written only by claimers.  A worker that
+  decides to send writes its token there, waits a short randomised delay, re-reads, and
+  proceeds only if its token survived: the last writer wins and always sends, the others
+  stand down (and are counted as held back);
+- ``alerting.sup.<key>.<channel>``: one counter per claimer (store instance) of the
+  occurrences held back, so no increment is lost to another worker's stale write;
+- ``alerting.outbox.item.<id>``: one Variable per outbox item, found through the
+  ``alerting.outbox.index.<n>`` shards; ``alerting.history.<n>[.<chunk>]``: history shards;
+  ``alerting.keys.<n>``: the index ``prune_state`` walks.
+
+A change that must not be lost (a counter, an index entry, a history batch) is re-read after
+the delay and written again until it reads back; a Variable that ignores two consecutive
+writes is shadowed (``AIRFLOW_VAR_*`` or a secrets backend) and the store fails open.
+Duplicates remain possible, losses are not; the measured rates and the residual races are in
+docs/guarantees.md.  Choose the SQL store when duplicates are unacceptable.
 """
 
 from __future__ import annotations
@@ -17,12 +29,12 @@ import logging
 import os
 import random
 import time
+import uuid
 from dataclasses import replace
 from typing import Any
 
 from airflow_alerting import metrics, throttle
-from airflow_alerting.model import Decision, DecisionReason
-from airflow_alerting.state.base import Claim, DocumentStore, StateUnavailableError
+from airflow_alerting.state.base import DocumentStore, StateUnavailableError, _Counted
 
 log = logging.getLogger(__name__)
 
@@ -85,41 +97,22 @@ class VariableStore(DocumentStore):
                 errors.append(f"{variable.__module__}: {type(err).__name__}: {err}")
         raise StateUnavailableError(f"Variable {operation} {key!r} failed: {'; '.join(errors)[:500]}")
 
-    # --- claim verification ---------------------------------------------------------------
+    # --- verification -----------------------------------------------------------------------
 
-    @staticmethod
-    def claim_key(fingerprint: str, channel: str) -> str:
-        return f"alerting.claim.{fingerprint}.{channel}"[:250]
-
-    def _after_claim_written(
-        self, fingerprint: str, channel: str, claim: Claim, before: dict[str, Any] | None
-    ) -> Claim:
-        if claim.token is None:
-            self._check_not_shadowed(fingerprint, channel, before)
-            return claim
-        # Senders race in a Variable of their own that only claimers write: the fingerprint
-        # document is rewritten from stale reads by every suppression, which could resurrect
-        # an abandoned token and leave nobody sending.  Last writer wins; the others stand down.
-        claim_key = self.claim_key(fingerprint, channel)
-        self._write(claim_key, {"token": claim.token})
+    def _pause(self, attempt: int = 0) -> None:
+        # randomised and growing, so that workers that collided once are unlikely to collide again;
+        # capped, so that four rounds stay well inside a callback's deadline
         if self.verify_delay > 0:
-            time.sleep(random.uniform(self.verify_delay, 2 * self.verify_delay))
-        winner = (self._read(claim_key) or {}).get("token")
-        if winner == claim.token:
-            return claim
-        if winner is None:
-            raise StateUnavailableError(f"claim written to Variable {claim_key} did not persist")
-        metrics.incr("claim_lost")
-        return Claim(Decision(False, DecisionReason.IN_FLIGHT, detail="another worker claimed this alert"))
+            pause = random.uniform(self.verify_delay, 2 * self.verify_delay) * 2**attempt
+            time.sleep(min(pause, max(1.0, 2 * self.verify_delay)))
 
-    def _check_not_shadowed(self, fingerprint: str, channel: str, before: dict[str, Any] | None) -> None:
-        """A counted suppression must read back: a frozen document would suppress forever."""
-        key = self.fingerprint_key(fingerprint)
-        stored = (self._read(key) or {}).get("channels", {}).get(channel)
-        if stored != before and not _shadowed(key):
-            return
-        # Our write left no trace: an AIRFLOW_VAR_* variable or a secrets backend shadows the
-        # key and Airflow ignores writes to it.  Failing open (capped) is safer.
+    def _check_writable(self, key: str) -> None:
+        if _shadowed(key):
+            raise self._shadow_error(key)
+
+    def _shadow_error(self, key: str) -> StateUnavailableError:
+        # An AIRFLOW_VAR_* variable or a secrets backend shadows the key and Airflow ignores our
+        # writes to it: a frozen document could hold alerts back forever, so fail open (capped).
         log.warning(
             "alerting state Variable %s is shadowed by AIRFLOW_VAR_%s or a secrets backend; "
             "remove it there, alerts fail open until then",
@@ -127,19 +120,88 @@ class VariableStore(DocumentStore):
             key.upper(),
         )
         metrics.incr("state_shadowed")
-        raise StateUnavailableError(f"Variable {key} is shadowed; alerting state cannot be stored there")
+        return StateUnavailableError(f"Variable {key} is shadowed; alerting state cannot be stored there")
+
+    @staticmethod
+    def claim_key(fingerprint: str, channel: str) -> str:
+        return f"alerting.claim.{fingerprint}.{channel}"[:250]
+
+    def _channel_keys(self, fingerprint: str, channel: str) -> list[str]:
+        return [*super()._channel_keys(fingerprint, channel), self.claim_key(fingerprint, channel)]
+
+    def _claim_winner(self, fingerprint: str, channel: str, token: str, written: dict[str, Any]) -> str:
+        # Senders race in a Variable of their own that only claimers write: the fingerprint
+        # document can be rewritten from stale reads, which could resurrect an abandoned token
+        # and leave nobody sending.  Last writer wins; the others stand down.
+        claim_key = self.claim_key(fingerprint, channel)
+        self._check_writable(claim_key)
+        self._write(claim_key, {"token": token})
+        self._pause()
+        winner = (self._read(claim_key) or {}).get("token")
+        if winner is None:
+            raise StateUnavailableError(f"claim written to Variable {claim_key} did not persist")
+        if winner != token:
+            self._hand_over(fingerprint, channel, token, str(winner))
+            return str(winner)
+        self._keep_claim(fingerprint, channel, token, written)
+        return token
+
+    def _hand_over(self, fingerprint: str, channel: str, token: str, winner: str) -> None:
+        """A loser whose claim the fingerprint document still shows passes it to the winner, so the
+        winner's confirm or release settles it instead of it blocking the window until its lease ends."""
+        key = self.fingerprint_key(fingerprint)
+        doc = self._fingerprint_doc(fingerprint)
+        raw = doc["channels"].get(channel)
+        if isinstance(raw, dict) and raw.get("claim_token") == token:
+            doc["channels"][channel] = _with_epoch({**raw, "claim_token": winner}, winner)
+            self._write(key, doc)
+
+    def _keep_claim(self, fingerprint: str, channel: str, token: str, written: dict[str, Any]) -> None:
+        """The winner makes sure the fingerprint document holds its claim (a loser's write may have
+        replaced it) and that the document takes writes at all (a frozen one is a shadow)."""
+        key = self.fingerprint_key(fingerprint)
+        current = self._read(key)
+        raw = ((current or {}).get("channels") or {}).get(channel)
+        if isinstance(raw, dict) and raw.get("claim_token") == token:
+            return
+
+        def change(doc: dict[str, Any] | None) -> dict[str, Any]:
+            updated: dict[str, Any] = dict(doc) if isinstance(doc, dict) else {"fingerprint": fingerprint}
+            channels: dict[str, Any] = dict(updated.get("channels") or {})
+            # keep the epochs of the claims we replace: occurrences were counted in them
+            others = (channels.get(channel) or {}).get("epochs") or []
+            merged: dict[str, Any] = {**written, "nonce": uuid.uuid4().hex[:12]}
+            merged["epochs"] = list(dict.fromkeys([*merged.get("epochs", []), *others]))
+            channels[channel] = merged
+            updated["channels"] = channels
+            return updated
+
+        def landed(doc: dict[str, Any] | None) -> bool:
+            return bool((((doc or {}).get("channels") or {}).get(channel) or {}).get("claim_token") == token)
+
+        self._merge_verified(key, change, landed, current=current, read=False)
 
     # The claim winner settles the document whatever token a racing loser left in it: the
     # Variable claim, not the document, decided who sends.
     def confirm(self, fingerprint: str, channel: str, token: str) -> None:
-        self._update_channel(
-            fingerprint, channel, lambda s: throttle.confirm(replace(s, claim_token=token), token)
-        )
+        self._index_new_keys()
+
+        def keep(state: throttle.ChannelState, counted: _Counted) -> tuple[throttle.ChannelState, _Counted]:
+            counted = replace(counted, epochs=tuple(dict.fromkeys((*counted.epochs, token))))
+            return throttle.confirm(replace(state, claim_token=token), token), counted.kept()
+
+        self._update_channel(fingerprint, channel, keep)
 
     def release(self, fingerprint: str, channel: str, token: str) -> None:
-        self._update_channel(
-            fingerprint, channel, lambda s: throttle.release(replace(s, claim_token=token), token)
-        )
+        self._index_new_keys()
+
+        def give_back(
+            state: throttle.ChannelState, counted: _Counted
+        ) -> tuple[throttle.ChannelState, _Counted]:
+            counted = replace(counted, epochs=tuple(dict.fromkeys((*counted.epochs, token))))
+            return throttle.release(replace(state, claim_token=token), token), counted.rolled_back()
+
+        self._update_channel(fingerprint, channel, give_back)
 
 
 def read_variable(key: str) -> str | None:
@@ -153,6 +215,12 @@ def read_variable(key: str) -> str | None:
 
 def _shadowed(key: str) -> bool:
     return f"AIRFLOW_VAR_{key.upper()}" in os.environ or f"AIRFLOW_VAR_{key}" in os.environ
+
+
+def _with_epoch(raw: dict[str, Any], epoch: str) -> dict[str, Any]:
+    """A stored channel state that also counts the occurrences held back in ``epoch``."""
+    epochs: list[Any] = raw["epochs"] if isinstance(raw.get("epochs"), list) else []
+    return {**raw, "epochs": list(dict.fromkeys([*epochs, epoch]))}
 
 
 def _variable_classes() -> list[Any]:

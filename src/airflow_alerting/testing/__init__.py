@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from airflow_alerting.model import DeliveryResult, Notification
+from airflow_alerting.channels.base import POSTING_ACTIONS
+from airflow_alerting.model import DeliveryResult, Notification, NotificationAction
 from airflow_alerting.state.memory import MemoryStore
 
 __all__ = ["FrozenClock", "MemoryStore", "RecordingChannel"]
@@ -40,12 +42,34 @@ class FrozenClock:
 class RecordingChannel:
     """A channel that records every notification it is given.
 
+    Successful deliveries return ``external_id="<name>-<n>"`` (n counts recorded notifications)
+    and ``conversation=<name>``, which is what the manager stores as the incident's announcement.
+
     :param name: the channel name the policy routes to
     :param failures: results to return (in order) before succeeding, e.g. a retryable failure
+    :param actions: the :class:`~airflow_alerting.model.NotificationAction` values it declares
+        (:attr:`actions`); default :data:`~airflow_alerting.channels.base.POSTING_ACTIONS`
+    :param editable: declare what a channel that edits messages can do: every action except
+        ``FOLLOW_UP`` (like Slack's Web API); not combinable with ``actions``
     """
 
-    def __init__(self, name: str, failures: tuple[DeliveryResult, ...] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        failures: tuple[DeliveryResult, ...] = (),
+        *,
+        actions: Iterable[NotificationAction] | None = None,
+        editable: bool = False,
+    ) -> None:
+        if actions is not None and editable:
+            raise ValueError("give either actions or editable=True, not both")
         self.name = name
+        if actions is not None:
+            self.actions = frozenset(actions)
+        elif editable:
+            self.actions = frozenset(NotificationAction) - {NotificationAction.FOLLOW_UP}
+        else:
+            self.actions = POSTING_ACTIONS
         self.notifications: list[Notification] = []
         self.attempts = 0
         self._failures = deque(failures)
@@ -63,4 +87,18 @@ class RecordingChannel:
             if self._failures:
                 return self._failures.popleft()
             self.notifications.append(notification)
-            return DeliveryResult(self.name, ok=True, external_id=f"{self.name}-{len(self.notifications)}")
+            return DeliveryResult(
+                self.name,
+                ok=True,
+                external_id=f"{self.name}-{len(self.notifications)}",
+                conversation=self.name,
+            )
+
+    def by_action(self, action: NotificationAction) -> list[Notification]:
+        """The recorded notifications with ``action``, oldest first.
+
+        :param action: e.g. ``NotificationAction.UPDATE``
+        :return: a new list
+        """
+        with self._lock:
+            return [n for n in self.notifications if n.action == action]

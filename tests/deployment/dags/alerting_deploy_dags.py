@@ -2,7 +2,7 @@
 
 Every mapped instance waits at a file barrier until all of them are running (and, if the run's
 conf has ``not_before``, until that Unix time), then raises the same ``ConnectionError``, so
-their failure callbacks race on the same fingerprint from two Celery workers.  A second failure
+their failure callbacks race on the same incident (and fingerprint) from two Celery workers.  A second failure
 callback, placed after the ``AlertNotifier``, writes a marker file holding what the notifier
 decided in this process; the harness waits for all markers, so it knows every alert callback
 has finished (the run is "failed" before its callbacks are done).
@@ -15,11 +15,11 @@ Settings come from the environment the harness gives every Airflow component:
     the SQL state store's table prefix, unique per deployment
 ``ALERTING_DEPLOY_WIDTH``
     how many mapped instances (24)
-``ALERTING_DEPLOY_FOLLOWUP_WINDOW``
-    the medium throttle window, in seconds, of the ``alerting_deploy_sql_followup`` DAG
-``ALERTING_DEPLOY_SUMMARY_AFTER``
-    ``summary_after``, in seconds, of the ``alerting_deploy_sql`` DAG's policy: how soon the
-    ``alerting_deploy_maintenance`` DAG (built on the same manager) may send its follow-up summary
+``ALERTING_DEPLOY_UPDATE_INTERVAL``
+    ``incidents.update_interval``, in seconds, of the ``alerting_deploy_sql`` DAG's policy: at most
+    one in-place Slack edit per incident in that interval; the held-back final state is a deferred
+    edit in the outbox, due that long after the first failure held back, which the
+    ``alerting_deploy_maintenance`` DAG (built on the same manager) delivers
 ``ALERTING_DEPLOY_WORKER``
     set per Celery worker (``w1``, ``w2``); recorded in the markers
 """
@@ -43,8 +43,7 @@ from airflow_alerting.state.variables import VariableStore
 SYNC_DIR = Path(os.environ.get("ALERTING_DEPLOY_SYNC_DIR", "/tmp/alerting-deploy-sync"))
 TABLE_PREFIX = os.environ.get("ALERTING_DEPLOY_TABLE_PREFIX", "alerting_")
 WIDTH = int(os.environ.get("ALERTING_DEPLOY_WIDTH", "24"))
-FOLLOWUP_WINDOW = float(os.environ.get("ALERTING_DEPLOY_FOLLOWUP_WINDOW", "40"))
-SUMMARY_AFTER = float(os.environ.get("ALERTING_DEPLOY_SUMMARY_AFTER", "30"))
+UPDATE_INTERVAL = float(os.environ.get("ALERTING_DEPLOY_UPDATE_INTERVAL", "30"))
 #: the connection of the SQL state store (``AIRFLOW_CONN_ALERTING_STATE``)
 STATE_CONN_ID = "alerting_state"
 #: how long an instance waits for the others at the barrier before failing anyway
@@ -78,6 +77,9 @@ def _marker_callback(notifier: AlertNotifier) -> Any:
             "pid": os.getpid(),
             "finished_at": time.time(),
             "fingerprint": outcome.fingerprint if outcome else None,
+            "incident": outcome.incident.id if outcome and outcome.incident else None,
+            # the incident's failure count as this callback saw it, right after joining
+            "incident_failures": outcome.incident.failures if outcome and outcome.incident else None,
             "severity": outcome.severity.label if outcome else None,
             "escalation": outcome.escalation.describe() if outcome and outcome.escalation else None,
             "channels": [
@@ -132,30 +134,22 @@ def _storm_dag(dag_id: str, manager: AlertManager, description: str) -> None:
 
 
 # Default policies (escalation after 3 runs within 1 h: the mapped instances of one run are one
-# occurrence), except for the windows the tests need to wait for.
+# occurrence; failures correlate by cause into one incident within 30 min), except for the edit
+# interval the tests wait for.
 SQL_MANAGER = AlertManager(
-    AlertPolicy.from_dict({"summary_after": SUMMARY_AFTER}),
+    AlertPolicy.from_dict({"incidents": {"update_interval": UPDATE_INTERVAL}}),
     store=SqlStore(STATE_CONN_ID, table_prefix=TABLE_PREFIX),
 )
 
 _storm_dag(
     "alerting_deploy_sql",
     SQL_MANAGER,
-    "Exact SQL state store (PostgreSQL), default 15 min medium window, short summary_after.",
+    "Exact SQL state store (PostgreSQL): one incident, one Slack message, edited in place.",
 )
 _storm_dag(
     "alerting_deploy_variables",
     AlertManager(AlertPolicy(), store=VariableStore()),
     "Best-effort Variables state store, default policy.",
 )
-_storm_dag(
-    "alerting_deploy_sql_followup",
-    AlertManager(
-        # no summary within the test (a slow second storm could outlast the default 2 min)
-        AlertPolicy.from_dict({"throttle": {"windows": {"medium": FOLLOWUP_WINDOW}}, "summary_after": 600}),
-        store=SqlStore(STATE_CONN_ID, table_prefix=TABLE_PREFIX),
-    ),
-    "SQL state store with a short medium window, so a second storm reports what the first folded in.",
-)
-# manual runs only: the test triggers it once the SQL storm's summary is due
+# manual runs only: the test triggers it once the SQL storm's deferred edit is due
 maintenance = create_maintenance_dag(dag_id="alerting_deploy_maintenance", schedule=None, manager=SQL_MANAGER)

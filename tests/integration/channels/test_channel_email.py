@@ -154,4 +154,5 @@ def test_missing_connection_is_not_retryable(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv(connection_env(CONN, {})[0], raising=False)
     result = channel().deliver(notification())
     assert not result.ok and not result.retryable
-    assert result.detail.endswith(f"{CONN!r}: connection not found"), result.detail
+    assert f"{CONN!r}: connection not found" in result.detail, result.detail
+    assert "airflow connections add" in result.detail  # the fix, for the error logged with it

@@ -183,7 +183,8 @@ def test_missing_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(connection_env(CONN, {})[0], raising=False)
     result = channel().deliver(notification())
     assert not result.ok and not result.retryable
-    assert result.detail.endswith(f"{CONN!r}: connection not found"), result.detail
+    assert f"{CONN!r}: connection not found" in result.detail, result.detail
+    assert "airflow connections add" in result.detail  # the fix, for the error logged with it
 
 
 def test_resolve_uses_the_trigger_dedup_key_even_for_long_fingerprints(pagerduty: PagerDutyServer) -> None:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from faults_support import TOKEN, Faults, MetricsRecorder, SleepSpy
 
-from airflow_alerting import manager as manager_module
 from airflow_alerting import metrics
 from airflow_alerting.testing import FrozenClock
 from airflow_alerting.testing.servers import PagerDutyServer, SlackServer, SmtpServer
@@ -49,9 +48,11 @@ def blocked_hosts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> SleepSpy:
-    """The backoff delays the manager sleeps, in order."""
+    """The backoff delays the manager sleeps, in order (retries sleep in ``airflow_alerting.delivery``)."""
+    from airflow_alerting import delivery
+
     spy = SleepSpy()
-    monkeypatch.setattr(manager_module, "time", spy)
+    monkeypatch.setattr(delivery, "time", spy)
     return spy
 
 

@@ -27,9 +27,10 @@ def test_critical_alert_falls_back_to_email_when_slack_fails(faults: Faults) -> 
 
     outcome = manager.handle(failure(), severity=Severity.CRITICAL)
 
+    # a critical incident pages once: its first failure is the incident's announcement
     assert reasons(outcome) == {
-        "slack": DecisionReason.NO_WINDOW,
-        "pagerduty": DecisionReason.NO_WINDOW,
+        "slack": DecisionReason.FIRST,
+        "pagerduty": DecisionReason.FIRST,
         "email": DecisionReason.FALLBACK,
     }
     assert set(outcome.sent_to) == {"pagerduty", "email"}
@@ -37,11 +38,14 @@ def test_critical_alert_falls_back_to_email_when_slack_fails(faults: Faults) -> 
     fallback = by_channel(outcome)["email"]
     assert "slack" in fallback.decision.detail
     [mail] = faults.smtp.messages
-    assert "CRITICAL" in mail["Subject"]
-    assert "load_orders" in mail["Subject"]
+    # incident mail: one stable subject per incident (its cause); severity and task are in the body
+    assert "PermissionError" in mail["Subject"]
+    body = mail.get_body(preferencelist=("plain",)).get_content()
+    assert body.startswith("[CRITICAL] ")
+    assert "load_orders" in body
     entries = {e.channel: e for e in history(manager)}
     assert (entries["email"].reason, entries["email"].delivered) == ("fallback", True)
-    assert (entries["slack"].reason, entries["slack"].delivered) == ("no_window", False)
+    assert (entries["slack"].reason, entries["slack"].delivered) == ("first", False)
     # slack itself is still owed its message
     assert [i.channel for i in store.outbox()] == ["slack"]
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from faults_support import (
@@ -24,13 +26,28 @@ from faults_support import (
     success,
 )
 
-from airflow_alerting import maintenance
+from airflow_alerting import maintenance, manager_base
 from airflow_alerting import manager as manager_module
 from airflow_alerting import state as state_module
 from airflow_alerting.manager import OUTBOX_MAX_AGE
 from airflow_alerting.model import DecisionReason, Severity
 
 pytestmark = pytest.mark.integration
+
+
+def slack_text(message: dict[str, Any]) -> str:
+    """What a Slack message shows: incident messages name the tasks in their blocks."""
+    return json.dumps(message.get("blocks", [])) + message.get("text", "")
+
+
+def freeze_shared_clock(monkeypatch: pytest.MonkeyPatch, clock: Any) -> None:
+    """Give managers built by ``shared_manager()`` the test's clock.
+
+    Their default clock reads ``manager_base.utcnow`` (the function moved there from
+    ``manager``), so patching ``manager.utcnow`` alone no longer moves it; both are patched.
+    """
+    monkeypatch.setattr(manager_module, "utcnow", clock)
+    monkeypatch.setattr(manager_base, "utcnow", clock)
 
 
 def test_redeliver_outbox_delivers_once_the_service_recovers(faults: Faults) -> None:
@@ -53,7 +70,7 @@ def test_redeliver_outbox_delivers_once_the_service_recovers(faults: Faults) -> 
     assert outcome.delivery is not None and outcome.delivery.ok
     [message] = faults.slack.messages
     assert message["channel"] == SLACK_CHANNEL
-    assert "load_orders" in message["text"]
+    assert "load_orders" in slack_text(message)
     assert store.outbox() == []
     assert faults.metrics.count("outbox", "redelivered") == 1
     last = history(manager)[-1]
@@ -82,10 +99,15 @@ def test_the_next_alert_sweeps_the_outbox(faults: Faults) -> None:
     assert len(faults.smtp.messages) == 1
     faults.clock.advance(minutes=2)
 
-    outcome = manager.handle(failure(task_id="transform"), severity=Severity.HIGH)
+    # another cause, so another incident: its own announcement goes out beside the redelivery
+    # (the same cause would only join the first incident and be folded into it)
+    outcome = manager.handle(
+        failure(task_id="transform", message="relation staging.orders does not exist"),
+        severity=Severity.HIGH,
+    )
 
     assert set(outcome.sent_to) == {"slack", "email"}
-    texts = [m["text"] for m in faults.slack.messages]
+    texts = [slack_text(m) for m in faults.slack.messages]
     assert len(texts) == 2
     assert any("transform" in t for t in texts) and any("extract" in t for t in texts)
     assert len(faults.smtp.messages) == 2  # email was not redelivered: it had been delivered
@@ -197,7 +219,7 @@ def test_the_maintenance_dag_task_redelivers_with_the_shared_manager(
         monkeypatch.delenv(f"AIRFLOW__ALERTING__{option}", raising=False)
     monkeypatch.setattr(manager_module, "_MANAGERS", {})
     monkeypatch.setattr(state_module, "_MEMORY_STORES", {})
-    monkeypatch.setattr(manager_module, "utcnow", faults.clock)
+    freeze_shared_clock(monkeypatch, faults.clock)
 
     shared = manager_module.shared_manager()
     faults.slack.fail_next(500)
@@ -226,7 +248,7 @@ def test_maintenance_reports_items_that_still_fail(faults: Faults, monkeypatch: 
     monkeypatch.setenv("AIRFLOW__ALERTING__DELIVERY_ATTEMPTS", "1")
     monkeypatch.setattr(manager_module, "_MANAGERS", {})
     monkeypatch.setattr(state_module, "_MEMORY_STORES", {})
-    monkeypatch.setattr(manager_module, "utcnow", faults.clock)
+    freeze_shared_clock(monkeypatch, faults.clock)
     faults.pagerduty.fail_next(503, count=2)
     manager_module.shared_manager().handle(failure(), severity=Severity.CRITICAL)
     faults.clock.advance(minutes=1)
@@ -252,7 +274,8 @@ def test_a_redelivered_notification_keeps_its_decision_and_reasons(faults: Fault
     manager = faults.manager(routed_to("slack", severity="critical"), store=store)
     faults.slack.fail_next(500, count=3)
     first = manager.handle(failure(), severity=Severity.CRITICAL)
-    assert reasons(first) == {"slack": DecisionReason.NO_WINDOW}
+    # a critical incident pages once: the first failure is its announcement
+    assert reasons(first) == {"slack": DecisionReason.FIRST}
     faults.clock.advance(minutes=1)
 
     [outcome] = manager.redeliver_outbox()

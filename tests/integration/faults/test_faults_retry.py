@@ -35,6 +35,7 @@ from airflow_alerting.testing.servers import slack_api_connection
 
 pytestmark = pytest.mark.integration
 
+
 #: time a request/response round trip may add to a measured gap on a busy 2-core machine
 OVERHEAD = 0.5
 #: clock granularity between the sleeping client and the recording server

@@ -11,6 +11,7 @@ SMTP default keeps TLS certificate verification.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import ipaddress
 import json
 import logging
@@ -45,6 +46,7 @@ from airflow_alerting.channels.slack import SlackChannel
 from airflow_alerting.manager import AlertManager
 from airflow_alerting.model import AlertOutcome, DeliveryResult, Severity
 from airflow_alerting.testing.servers import PagerDutyServer, RecordedRequest, SlackServer, _Response
+from redaction_catalogue import SAMPLES, Sample
 
 pytestmark = pytest.mark.integration
 
@@ -196,7 +198,9 @@ def test_no_secret_leaks_on_success_or_failure(
     outcomes.append(manager.handle(leaky_failure(1), severity=Severity.CRITICAL))
     assert set(outcomes[-1].sent_to) == {"email", "slack", "pagerduty"}
 
-    # 2. every channel fails, the HTTP services echoing what they were sent
+    # 2. every channel fails, the HTTP services echoing what they were sent; past the incident
+    # window, so the same failure opens a new incident and is announced again
+    faults.clock.advance(minutes=31)
     faults.slack.fail_next(500, count=3)
     faults.pagerduty.fail_next(502, count=3)
     faults.smtp.fail_next(451, count=3)
@@ -225,7 +229,8 @@ def test_no_secret_leaks_on_success_or_failure(
     # the capture really covered the client libraries, not just our own logger
     assert any(not r.name.startswith("airflow_alerting") for r in client_side_records(debug_logs))
     # and the messages still say what went wrong, without the credentials
-    assert "postgresql://user:***@db.internal" in faults.pagerduty.events[0]["payload"]["summary"]
+    # masked, not dropped: the summary is the incident's normalised cause, the details carry the error
+    assert "postgresql://user:***@db.internal" in json.dumps(faults.pagerduty.events[0]["payload"])
 
 
 @pytest.mark.parametrize("via", ["api", "webhook"])
@@ -533,3 +538,117 @@ def test_email_channel_refuses_an_untrusted_certificate(
     assert untrusted_smtp["recorder"].messages == []  # nothing went out in the clear either
     assert built and all(c is not None and c.verify_mode is ssl.CERT_REQUIRED for c in built)
     assert SMTP_PASSWORD not in delivery.detail
+
+
+# --- redirects are never followed --------------------------------------------------------------
+
+
+def _redirect_to(sink_port: int, status: int) -> Any:
+    """A reply that sends the client to the same path on another local server, over plain http."""
+
+    def respond(request: RecordedRequest) -> _Response:
+        location = f"http://localhost:{sink_port}{request.path}"
+        return _Response(status, b"moved", "text/plain; charset=utf-8", {"Location": location})
+
+    return respond
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("via", ["api", "webhook"])
+def test_redirects_are_not_followed_and_fail_the_delivery(
+    faults: Faults,
+    monkeypatch: pytest.MonkeyPatch,
+    debug_logs: pytest.LogCaptureFixture,
+    via: str,
+    status: int,
+) -> None:
+    """A 30x to a host a direct request would also reach carries no credential there, and is a failure.
+
+    Before the fix, urllib followed 301/302/303 with the ``Authorization`` header (and the
+    webhook path) to the sink and the delivery was reported ``ok``.
+    """
+    if via == "webhook":
+        faults.use_slack_webhook()
+    with SlackServer(token=TOKEN) as slack_sink, PagerDutyServer() as pagerduty_sink:
+        sinks = {"slack": slack_sink.port, "pagerduty": pagerduty_sink.port}
+        monkeypatch.setattr(
+            faults.slack, "_failure_response", lambda s, r: _redirect_to(slack_sink.port, s)(r)
+        )
+        monkeypatch.setattr(
+            faults.pagerduty, "_failure_response", lambda s, r: _redirect_to(pagerduty_sink.port, s)(r)
+        )
+        faults.slack.fail_next(status, count=3)
+        faults.pagerduty.fail_next(status, count=3)
+        manager = faults.manager(routed_to("slack", "pagerduty"))
+
+        outcome = manager.handle(leaky_failure(), severity=Severity.HIGH)
+
+        assert slack_sink.requests == []  # no bot token, no webhook secret, no message
+        assert pagerduty_sink.requests == []  # no routing key
+    for channel in ("slack", "pagerduty"):
+        delivery = by_channel(outcome)[channel].delivery
+        assert delivery is not None
+        assert (delivery.ok, delivery.retryable) == (False, False), delivery
+        assert f"HTTP {status}" in delivery.detail
+        assert (
+            f"endpoint answered with a redirect to http://localhost:{sinks[channel]}; "
+            "redirects are not followed" in delivery.detail
+        ), delivery.detail
+    assert len(faults.slack.requests) == 1  # not retried either
+    assert len(faults.pagerduty.requests) == 1
+    assert_results_clean([outcome])
+    assert_history_clean(manager)
+    assert_logs_clean(debug_logs)
+
+
+# --- the redaction catalogue, end to end ----------------------------------------------------------
+
+
+def _decoded(request: RecordedRequest) -> str:
+    """A request as the service would read it: raw body, plus every string of a JSON body unescaped."""
+    texts = [request.path, request.body.decode("utf-8", "replace")]
+    pending = [request.json]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str):
+            texts.append(html.unescape(value))  # Slack mrkdwn escapes &, < and >
+    return "\n".join(texts)
+
+
+def _leaks(sample: Sample, text: str) -> list[str]:
+    return [piece for piece in (sample.secret, *sample.fragments) if piece in text]
+
+
+@pytest.mark.parametrize("via", ["api", "webhook"])
+def test_no_catalogue_secret_reaches_any_service(
+    faults: Faults, debug_logs: pytest.LogCaptureFixture, via: str
+) -> None:
+    """Every shape of docs/security.md, raised in an exception message, delivered through the real
+    Slack, email and PagerDuty channels: no request and no email carries any part of it."""
+    if via == "webhook":
+        faults.use_slack_webhook()
+    manager = faults.manager(routed_to("slack", "email", "pagerduty", severity="critical"))
+
+    for i, sample in enumerate(SAMPLES):
+        alert = failure(
+            task_id=f"case_{i:02d}", message=f"case-{i:02d} {sample.text}", exception_type="RuntimeError"
+        )
+        outcome = manager.handle(alert, severity=Severity.CRITICAL)
+        assert set(outcome.sent_to) == {"slack", "email", "pagerduty"}, (sample.shape, outcome)
+
+    slack = "\n".join(_decoded(r) for r in faults.slack.requests)
+    pagerduty = "\n".join(_decoded(r) for r in faults.pagerduty.requests)
+    mail = "\n".join(_mail_text(m) for m in faults.smtp.messages)
+    for name, text in {"slack": slack, "pagerduty": pagerduty, "email": mail}.items():
+        # each message really went through this channel's renderer ...
+        assert [i for i in range(len(SAMPLES)) if f"case-{i:02d}" not in text] == [], name
+        # ... and none of its secret did
+        leaked = {s.shape: _leaks(s, text) for s in SAMPLES if _leaks(s, text)}
+        assert leaked == {}, (name, leaked)
+    logged = "\n".join(logging.Formatter("%(message)s").format(r) for r in client_side_records(debug_logs))
+    assert {s.shape: _leaks(s, logged) for s in SAMPLES if _leaks(s, logged)} == {}
+    assert_history_clean(manager)

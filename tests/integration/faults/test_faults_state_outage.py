@@ -58,7 +58,7 @@ def test_every_store_method_is_down() -> None:
     assert set(StateStore.__abstractmethods__) <= set(vars(DownStore))
 
 
-def test_state_outage_fails_open_capped_per_fingerprint_and_channel(
+def test_state_outage_fails_open_capped_per_cause_and_channel(
     faults: Faults, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="airflow_alerting")
@@ -84,8 +84,12 @@ def test_state_outage_fails_open_capped_per_fingerprint_and_channel(
     assert faults.metrics.count("suppressed", "state_unavailable_capped") == 6
     assert any("failing open" in r.getMessage() for r in caplog.records)
 
-    # the cap is a rate, not a ban: once the minute has passed, critical alerts flow again
+    # the cap is a rate, not a ban. Its window is the incident's: a critical incident is
+    # announced again only after repeat_interval (4 h), so a few minutes later it is still capped ...
     faults.clock.advance(minutes=2)
+    assert manager.handle(failure(8), severity=Severity.CRITICAL).sent_to == ()
+    # ... and once repeat_interval has passed, critical alerts flow again
+    faults.clock.advance(hours=4)
     later = manager.handle(failure(9), severity=Severity.CRITICAL)
     assert set(later.sent_to) == {"email", "slack", "pagerduty"}
 
@@ -101,8 +105,15 @@ def test_state_outage_cap_is_kept_per_channel(faults: Faults) -> None:
 
     assert reasons(outcome) == {"email": UNAVAILABLE, "slack": CAPPED}
     assert outcome.sent_to == ("email",)
-    # and another fingerprint has its own allowance
-    other = manager.handle(failure(5, task_id="load_customers"), severity=Severity.MEDIUM)
+    # the cap is per cause (the correlation key), not per task: another task failing the same
+    # way shares it ...
+    same_cause = manager.handle(failure(5, task_id="load_customers"), severity=Severity.MEDIUM)
+    assert reasons(same_cause) == {"slack": CAPPED}
+    # ... and another cause has its own allowance
+    other = manager.handle(
+        failure(6, task_id="load_customers", message="relation staging.customers does not exist"),
+        severity=Severity.MEDIUM,
+    )
     assert other.sent_to == ("slack",)
 
 

@@ -223,6 +223,6 @@ def test_processes_racing_to_create_the_tables(db_url: str) -> None:
     count = 6
     try:
         results = run_processes(count, create_tables, db_url, prefix, CONTEXT.Barrier(count), timeout=120)
-        assert all(names == results[0] for names in results) and len(results[0]) == 5
+        assert all(names == results[0] for names in results) and len(results[0]) == 9
     finally:
         SqlStore(url=db_url, table_prefix=prefix).drop_tables()

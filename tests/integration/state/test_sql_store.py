@@ -646,6 +646,10 @@ def test_command_line_creates_the_tables(tmp_path: Path) -> None:
         "cli_incident",
         "cli_history",
         "cli_outbox",
+        "cli_incident_record",
+        "cli_incident_current",
+        "cli_incident_member",
+        "cli_silence",
     }
     # running it again is harmless
     assert subprocess.run(command, capture_output=True, timeout=60, check=False).returncode == 0
@@ -665,6 +669,17 @@ def test_create_tables_is_idempotent(make_store: StoreFactory) -> None:
     store = make_store()
     names = store.create_tables()
     assert names == [
-        f"{store.table_prefix}{n}" for n in ("channel_state", "occurrence", "incident", "history", "outbox")
+        f"{store.table_prefix}{n}"
+        for n in (
+            "channel_state",
+            "occurrence",
+            "incident",
+            "history",
+            "outbox",
+            "incident_record",
+            "incident_current",
+            "incident_member",
+            "silence",
+        )
     ]
     assert make_store().create_tables() == names

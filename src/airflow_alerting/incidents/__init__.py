@@ -1,0 +1,1 @@
+"""Incidents: correlation, lifecycle, silences."""
