@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import hashlib
 import logging
 import threading
@@ -412,6 +413,9 @@ class DocumentStore(StateStore):
 
     #: re-read what was written and write again until it sticks (off where writes are atomic)
     _verifies: bool = True
+    #: how long a counter of an epoch this claimer does not see counted is kept, in case the epoch
+    #: is newer than the fingerprint document it read (none where reads are never stale)
+    _counter_grace: timedelta = COUNTER_GRACE
 
     def _pause(self, attempt: int = 0) -> None:
         """Wait before re-reading a write, long enough for a concurrent read-modify-write to land.
@@ -677,7 +681,7 @@ class DocumentStore(StateStore):
             counters = {
                 k: v
                 for k, v in _counters(doc).items()
-                if v.get("e") in live or _counter_until(v) > now - COUNTER_GRACE
+                if v.get("e") in live or _counter_until(v) > now - self._counter_grace
             }
             if not written:
                 # the counter is incremented once, from what it was before this occurrence; a
@@ -695,6 +699,11 @@ class DocumentStore(StateStore):
 
         with self._own_lock:
             seen = self._merge_verified(self.suppressed_key(fingerprint, channel), change, landed)
+        own = _running(seen, counted, entry_id, written)
+        if counted.taken == 0 and own.count > 1:
+            # not the first held back: that is all callers need to know, and the other claimers'
+            # counters can only add to it (exact where this claimer is the only one, as in memory)
+            return own
         return _running(self._read_counts(fingerprint, channel, known=seen), counted, entry_id, written)
 
     def _update_channel(
@@ -1513,6 +1522,7 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _shard_of(text: str, shards: int) -> int:
     """A stable shard number for ``text`` (not ``hash()``: that differs between processes)."""
     return int(hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:8], 16) % shards

@@ -28,8 +28,9 @@ class MemoryStore(DocumentStore):
     """
 
     name = "memory"
-    # every read-modify-write holds the lock: nothing to verify
+    # every read-modify-write holds the lock: nothing to verify, and no read is stale
     _verifies = False
+    _counter_grace = timedelta(0)
 
     def __init__(self, history_limit: int = 500) -> None:
         super().__init__(history_limit)
