@@ -199,14 +199,14 @@ class MemoryStore(DocumentStore):
     # --- retention ----------------------------------------------------------------------------
 
     def _remember_key(self, key: str) -> None:
-        pass  # every document is in self._documents: nothing to index
+        """Nothing to index: every document is in ``self._documents``, which ``_known_keys`` lists."""
 
     def _known_keys(self) -> list[str]:
         with self._lock:
             return [k for k in self._documents if k.startswith(("alerting.fp.", "alerting.incident."))]
 
     def _forget_keys(self, keys: Sequence[str]) -> None:
-        pass
+        """Nothing to unindex: deleting the documents already removed them from ``_known_keys``."""
 
     def prune_state(self, *, now: datetime, retention: timedelta) -> int:
         with self._lock:
