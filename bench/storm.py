@@ -9,7 +9,8 @@ routes there), their ratio to the floor (messages per distinct cause), the incid
 failures unaccounted for, the causes no message names, and the wall time of ``handle()`` per
 alert (p50/p95/p99).  It prints the table and writes it to ``--output``.
 
-No Airflow, no network::
+No Airflow, no network.  ``bench/run.py`` runs the same replay side by side with the other
+scenarios; this script adds the latency columns and scale 100 by default::
 
     .venv/bin/python bench/storm.py            # scale 1, 10 and 100
     .venv/bin/python bench/storm.py --short    # scale 1 only (CI)
@@ -21,51 +22,25 @@ import argparse
 import logging
 import platform
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scenarios.storm import replay_scale
+
 from airflow_alerting import metrics
-from airflow_alerting.manager import AlertManager, DeliveryOptions
-from airflow_alerting.model import NotificationAction
-from airflow_alerting.policy import AlertPolicy
-from airflow_alerting.testing import FrozenClock, MemoryStore, RecordingChannel
-from airflow_alerting.testing.storm import OUTAGE_CAUSE, ReplayReport, generate_storm, replay
+from airflow_alerting.testing.storm import OUTAGE_CAUSE, ReplayReport
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "storm.txt"
 SCALES = (1, 10, 100)
-#: PagerDuty's Events API: trigger, acknowledge, resolve (no edits, no follow-ups)
-PAGERDUTY_ACTIONS = frozenset(
-    {
-        NotificationAction.ANNOUNCE,
-        NotificationAction.ESCALATE,
-        NotificationAction.RENOTIFY,
-        NotificationAction.ACKNOWLEDGE,
-        NotificationAction.RESOLVE,
-    }
-)
 
 
 def run(scale: int, seed: int) -> tuple[ReplayReport, float]:
-    """Replay one storm; return its report and the replay's wall time in seconds."""
-    storm = generate_storm(seed, scale=scale)
-    clock = FrozenClock()
-    channels = {
-        "slack": RecordingChannel("slack", editable=True),
-        "email": RecordingChannel("email"),
-        "pagerduty": RecordingChannel("pagerduty", actions=PAGERDUTY_ACTIONS),
-    }
-    manager = AlertManager(
-        AlertPolicy(),
-        store=MemoryStore(),
-        channels=channels,
-        clock=clock,
-        delivery=DeliveryOptions(attempts=1, deadline=30, backoff_base=0.0, backoff_cap=0.0),
-    )
-    began = time.perf_counter()
-    report = replay(storm, manager, clock, channels=channels)
-    return report, time.perf_counter() - began
+    """Replay one storm (the same replay as ``bench/run.py``'s storm scenario); report and wall time."""
+    _, report, _, seconds = replay_scale(scale, seed)
+    return report, seconds
 
 
 def table(results: Sequence[tuple[int, ReplayReport, float]]) -> str:

@@ -1,176 +1,227 @@
-"""Measure how often the Variables state store sends duplicate alerts, on a real deployment.
+"""Measure duplicate and lost alerts of the Variables state store: many processes, one storm, PostgreSQL.
 
-Starts the same distributed deployment as ``tests/deployment`` (API server, scheduler, DAG
-processor, two Celery workers, Redis broker, fresh PostgreSQL metadata database; everything on
-127.0.0.1), then triggers ``alerting_deploy_variables`` ``--runs`` times: each run has
-``--width`` mapped tasks that fail at the same moment with the same ``ConnectionError``, after
-the alerting Variables were cleared.  Exactly one Slack message per run would be right; the
-report gives the messages per run, the decisions behind them, the duplicate rate (extra
-messages per run) and lost alerts, plus how the burst was booked for reporting (suppressed
-occurrences counted, follow-up summaries scheduled and left in the outbox, as the store itself
-reads them back through the REST API), prints it and writes it to ``--output``.
+``--processes`` worker processes (default 16), each its own interpreter with Airflow's ORM on one
+fresh, migrated PostgreSQL metadata database, handle one failure storm at the same instant: every
+process one mapped instance of the same task and run failing with the same ``ConnectionError``,
+through the default policy's ``AlertManager`` with ``VariableStore``, posting to a local Slack
+server.  The alerting Variables are cleared between storms.  Exactly one Slack post per storm is
+right; the report gives the posts, duplicates and incidents per storm, the held-back failures (and
+how many the store counted for the next notification) and the lost occurrences (failures no
+incident counted), for as many storms as fit in ``--minutes``.  See
+``tests/deployment/variables_storm.py`` for the machinery.
 
-Needs PostgreSQL and Redis on 127.0.0.1 and the ``dev`` extra installed::
+Needs PostgreSQL on 127.0.0.1 (trust auth) and the ``dev`` extra::
 
-    .venv/bin/python bench/variables_duplicate_rate.py --runs 5
+    .venv/bin/python bench/variables_duplicate_rate.py --minutes 15
+    .venv/bin/python bench/variables_duplicate_rate.py --short      # 4 processes, 3 storms
+
+``bench/run.py`` calls :func:`measure`.  The report goes to ``--output`` only when asked
+(``bench/results/variables_duplicate_rate.txt`` is the committed measurement).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from airflow_alerting.state.variables import VariableStore  # noqa: E402
-from deployment.harness import (  # noqa: E402  (the harness lives with the tests)
-    VARIABLES_DAG,
-    Deployment,
-    airflow_deployment,
-    services_unavailable,
-    slack_messages_for,
-)
+from deployment.variables_storm import StormResult, postgres_unavailable, storm_workers  # noqa: E402
 
-DEFAULT_OUTPUT = ROOT / "bench" / "results" / "variables_duplicate_rate.txt"
+RESULTS = ROOT / "bench" / "results" / "variables_duplicate_rate.txt"
+#: the short mode (CI): a smoke run of the same scenario
+SHORT_PROCESSES = 4
+SHORT_STORMS = 3
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="storms to trigger (default: 5)")
-    parser.add_argument("--width", type=int, default=24, help="mapped tasks per storm (default: 24)")
-    parser.add_argument("--concurrency", type=int, default=12, help="slots per worker (default: 12)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the report")
-    args = parser.parse_args(argv)
-    if args.runs < 1 or args.width < 1:
-        parser.error("--runs and --width must be at least 1")
-    if args.width > 2 * args.concurrency:
-        parser.error("--width must not exceed the two workers' slots (2 x --concurrency)")
-    reason = services_unavailable()
-    if reason is not None:
-        print(f"cannot run: {reason}", file=sys.stderr)
-        return 2
-
-    from airflow_alerting.testing.servers import SlackServer, connection_env, slack_api_connection
-
-    with SlackServer() as slack:
-        env = dict([connection_env("slack_api_default", slack_api_connection(slack))])
-        with airflow_deployment(extra_env=env, width=args.width, concurrency=args.concurrency) as deployment:
-            print(f"deployment ready; logs in {deployment.root / 'logs'}", file=sys.stderr)
-            measured = measure(deployment, slack, args.runs)
-    report = measured.report()
-    print(report, end="")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report)
-    return 0
+class MeasurementUnavailableError(RuntimeError):
+    """The measurement cannot run here (no PostgreSQL, no psycopg2)."""
 
 
-class DeployedVariables(VariableStore):
-    """The Variables store reading the deployment's Variables through its REST API (read-only)."""
+@dataclass(frozen=True)
+class VariablesDuplicateResult:
+    """Storms of one root cause alerted by ``processes`` processes through ``VariableStore``.
 
-    def __init__(self, deployment: Deployment) -> None:
-        super().__init__(verify_delay=0)
-        self.deployment = deployment
+    :param storms: what each storm produced
+    :param startup_seconds: creating and migrating the metadata database and starting the processes
+    :param wall_seconds: the storms alone, clearing and reading back included
+    """
 
-    def _read(self, key: str) -> dict[str, Any] | None:
-        value = self.deployment.variable(key)
-        return value if isinstance(value, dict) else None
+    processes: int
+    alerts_per_process: int
+    storms: tuple[StormResult, ...]
+    startup_seconds: float
+    wall_seconds: float
+    measured_at: str
+    airflow_version: str
+    cpus: int
 
-    def _write(self, key: str, document: dict[str, Any]) -> None:
-        raise RuntimeError("the benchmark only reads the deployment's state")
+    @property
+    def duplicates_per_storm(self) -> list[int]:
+        return [s.duplicates for s in self.storms]
 
-    def _delete(self, key: str) -> None:
-        raise RuntimeError("the benchmark only reads the deployment's state")
+    @property
+    def storms_with_duplicates(self) -> int:
+        return sum(1 for s in self.storms if s.duplicates)
 
+    @property
+    def lost_alerts(self) -> int:
+        """Storms that posted nothing at all."""
+        return sum(1 for s in self.storms if s.posts == 0)
 
-@dataclass
-class Storms:
-    """What each storm produced; exactly one message per storm would be right."""
+    @property
+    def lost_occurrences(self) -> int:
+        """Failures, over all storms, that no incident counted."""
+        return sum(s.lost_occurrences for s in self.storms)
 
-    width: int
-    workers: int
-    concurrency: int
-    messages: list[int] = field(default_factory=list)
-    decisions: list[dict[str, int]] = field(default_factory=list)
-    #: incidents the storm opened (1 is right: every failure has the same root cause)
-    incidents: list[int] = field(default_factory=list)
-    orphaned: list[bool] = field(default_factory=list)
-    suppressed: list[int] = field(default_factory=list)
-    scheduled: list[int] = field(default_factory=list)
-    queued: list[int] = field(default_factory=list)
-    spreads: list[float] = field(default_factory=list)
-    durations: list[float] = field(default_factory=list)
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": "variables_duplicate_rate",
+            "processes": self.processes,
+            "alerts_per_process": self.alerts_per_process,
+            "storms": [{**dataclasses.asdict(s), "duplicates": s.duplicates} for s in self.storms],
+            "storm_count": len(self.storms),
+            "storms_with_duplicates": self.storms_with_duplicates,
+            "duplicates": sum(self.duplicates_per_storm),
+            "lost_alerts": self.lost_alerts,
+            "lost_occurrences": self.lost_occurrences,
+            "startup_seconds": round(self.startup_seconds, 1),
+            "wall_seconds": round(self.wall_seconds, 1),
+            "measured_at": self.measured_at,
+            "airflow_version": self.airflow_version,
+            "cpus": self.cpus,
+        }
 
     def report(self) -> str:
-        from importlib.metadata import version
-
-        runs = len(self.messages)
-        extra = sum(max(0, n - 1) for n in self.messages)
-        lost = sum(1 for n in self.messages if n == 0)
+        storms = self.storms
+        runs = len(storms)
+        width = storms[0].width if storms else self.processes * self.alerts_per_process
+        seconds = [s.seconds for s in storms]
+        held_missing = [s.held_back - s.held_back_counted for s in storms]
         lines = [
-            "Variables state store: duplicate Slack alerts for one root cause",
-            f"measured {time.strftime('%Y-%m-%d %H:%M:%S %Z')} with Airflow {version('apache-airflow-core')},"
-            f" CeleryExecutor ({self.workers} workers x {self.concurrency} slots, Redis broker,"
-            f" PostgreSQL metadata DB), {os.cpu_count()} CPUs",
-            f"storm: {self.width} mapped tasks failing together with the same ConnectionError,"
-            " retries=0, medium severity (Slack only), default policy (escalation after 3 runs in 1 h,"
-            " summaries after 2 min), alerting Variables cleared before each run",
-            f"runs: {runs}",
-            f"slack messages per run: {self.messages}",
-            f"decisions per run (slack channel): {self.decisions}",
-            f"incidents opened per run (1 is right): {self.incidents}",
-            "messages beyond one per incident per run (duplicates of one claim; 0 is right):"
-            f" {[max(0, m - i) for m, i in zip(self.messages, self.incidents, strict=True)]}",
-            f"claim left pending after the storm (orphaned) per run: {self.orphaned}",
-            "held-back occurrences counted for the next notifications per run, over its incidents"
-            f" ({self.width} - incidents is right): {self.suppressed}",
-            "held-back occurrences that saw themselves as the first after the send (suppressed count 1;"
-            " each schedules a follow-up or deferred edit where the channel takes one; 1 is right):"
-            f" {self.scheduled}",
-            f"deferred follow-ups and edits left in the outbox per run: {self.queued}",
-            f"failure spread per run (s): {[round(s, 2) for s in self.spreads]}",
-            f"storm duration per run (s): {[round(s, 1) for s in self.durations]}",
-            f"duplicate rate: {extra / runs:.2f} extra messages per storm ({extra} extra / {runs} runs;"
-            " exact would be 0)",
-            f"lost alerts: {lost} of {runs} storms sent no message at all",
+            "Variables state store: duplicate and lost Slack alerts, one root cause, many processes",
+            f"measured {self.measured_at} with Airflow {self.airflow_version}, {self.cpus} CPUs (shared with"
+            " other work: timings are noisy)",
+            f"setup: {self.processes} worker processes (own interpreter, Airflow ORM) on one fresh PostgreSQL"
+            f" metadata DB; each storm: {width} failures of one mapped task and run, same ConnectionError,"
+            f" {self.alerts_per_process} per process at the same instant, default policy, local Slack"
+            " Web API; alerting Variables cleared before each storm",
+            f"storms: {runs} in {self.wall_seconds:.0f} s (start-up {self.startup_seconds:.0f} s)",
+            f"top-level Slack posts per storm (1 is right): {[s.posts for s in storms]}",
+            f"duplicates per storm (posts beyond 1): {self.duplicates_per_storm}",
+            f"storms with duplicates: {self.storms_with_duplicates} of {runs};"
+            f" duplicates in all: {sum(self.duplicates_per_storm)}",
+            f"lost alerts (storms that posted nothing): {self.lost_alerts} of {runs}",
+            f"incidents the failures joined per storm (1 is right): {[s.incidents for s in storms]}",
+            f"incidents listed in the store per storm (1 is right): {[s.stored_incidents for s in storms]}",
+            f"failures counted by the storm's incidents ({width} is right):"
+            f" {[s.failures_counted for s in storms]}",
+            f"lost occurrences (failures no incident counted): {self.lost_occurrences} in all",
+            f"held back per storm ({width - 1} is right): {[s.held_back for s in storms]}",
+            f"held back but not counted for the next notification per storm (0 is right): {held_missing}",
+            f"claim left pending after the storm: {sum(1 for s in storms if s.orphaned)} of {runs} storms",
+            f"decisions (slack) per storm: {sorted({str(s.decisions) for s in storms})}",
         ]
+        if seconds:
+            lines.append(
+                f"storm duration (s, start to last process done): median {statistics.median(seconds):.1f},"
+                f" max {max(seconds):.1f}"
+            )
         return "\n".join(lines) + "\n"
 
 
-def measure(deployment: Deployment, slack: Any, runs: int) -> Storms:
-    """Run the Variables storm ``runs`` times, clearing state between runs, and read back its state."""
-    state = DeployedVariables(deployment)
-    storms = Storms(deployment.width, len(deployment.worker_names), deployment.concurrency)
-    for _ in range(runs):
-        deployment.clear_alerting_variables()
-        slack.clear()
-        result = deployment.run_storm(VARIABLES_DAG)
-        (fingerprint,) = result.fingerprints
-        storms.messages.append(len(slack_messages_for(slack.messages, str(fingerprint))))
-        tally: dict[str, int] = {}
-        for decision in result.decisions("slack"):
-            key = f"sent/{decision['reason']}" if decision["send"] else decision["reason"]
-            tally[key] = tally.get(key, 0) + 1
-        storms.decisions.append(dict(sorted(tally.items())))
-        incidents = state.incidents(limit=100)
-        channels = [c for c in (state.channel_state(i.id, "slack") for i in incidents) if c is not None]
-        storms.incidents.append(len(incidents))
-        storms.orphaned.append(any(c.claim_token is not None for c in channels))
-        storms.suppressed.append(sum(c.suppressed.count for c in channels))
-        held_first = [d for d in result.decisions("slack") if not d["send"] and d["suppressed_count"] == 1]
-        storms.scheduled.append(len(held_first))
-        outbox = state._outbox()
-        storms.queued.append(sum(1 for i in outbox if i["notification"]["decision"]["reason"] == "summary"))
-        storms.spreads.append(result.failure_spread)
-        storms.durations.append(result.seconds)
-    deployment.clear_alerting_variables()
-    return storms
+def measure(
+    storms: int = 1000,
+    processes: int = 16,
+    *,
+    short: bool = False,
+    budget_seconds: float = 900.0,
+    alerts_per_process: int = 1,
+) -> VariablesDuplicateResult:
+    """Run up to ``storms`` storms with ``processes`` processes, stopping once ``budget_seconds`` of
+    storms have run.
+
+    :param storms: the most storms to run (at least 1)
+    :param processes: worker processes (at least 2)
+    :param short: a smoke run: at most 4 processes and 3 storms
+    :param budget_seconds: no storm starts after this many seconds of storms
+    :param alerts_per_process: failures each process handles per storm, one after the other
+    :raises ValueError: a parameter out of range, named
+    :raises MeasurementUnavailableError: PostgreSQL or psycopg2 is missing
+    """
+    if storms < 1:
+        raise ValueError(f"storms must be at least 1, got {storms}")
+    if processes < 2:
+        raise ValueError(f"processes must be at least 2, got {processes}")
+    if alerts_per_process < 1:
+        raise ValueError(f"alerts_per_process must be at least 1, got {alerts_per_process}")
+    if budget_seconds <= 0:
+        raise ValueError(f"budget_seconds must be positive, got {budget_seconds}")
+    if short:
+        storms, processes = min(storms, SHORT_STORMS), min(processes, SHORT_PROCESSES)
+    reason = postgres_unavailable()
+    if reason is not None:
+        raise MeasurementUnavailableError(reason)
+    from importlib.metadata import version
+
+    began = time.monotonic()
+    results: list[StormResult] = []
+    with storm_workers(processes) as workers:
+        started = time.monotonic()
+        while len(results) < storms and time.monotonic() - started < budget_seconds:
+            results.append(workers.storm(alerts_per_process))
+        finished = time.monotonic()
+    return VariablesDuplicateResult(
+        processes=processes,
+        alerts_per_process=alerts_per_process,
+        storms=tuple(results),
+        startup_seconds=started - began,
+        wall_seconds=finished - started,
+        measured_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        airflow_version=version("apache-airflow-core"),
+        cpus=os.cpu_count() or 0,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--storms", type=int, default=1000, help="the most storms to run (default: 1000)")
+    parser.add_argument("--processes", type=int, default=16, help="worker processes (default: 16)")
+    parser.add_argument(
+        "--minutes", type=float, default=15.0, help="storms stop after this long (default: 15)"
+    )
+    parser.add_argument("--alerts-per-process", type=int, default=1, help="failures per process per storm")
+    parser.add_argument("--short", action="store_true", help="smoke run: 4 processes, 3 storms")
+    parser.add_argument("--output", type=Path, help=f"also write the report here (e.g. {RESULTS})")
+    args = parser.parse_args(argv)
+    try:
+        result = measure(
+            args.storms,
+            args.processes,
+            short=args.short,
+            budget_seconds=args.minutes * 60,
+            alerts_per_process=args.alerts_per_process,
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    except MeasurementUnavailableError as err:
+        print(f"cannot run: {err}", file=sys.stderr)
+        return 2
+    report = result.report()
+    print(report, end="")
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(report)
+    return 0
 
 
 if __name__ == "__main__":

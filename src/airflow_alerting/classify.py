@@ -332,6 +332,8 @@ class SeverityClassifier:
         severity: Severity | None = None
         adjust = 0
         for rule in self.all_rules:
+            if rule.severity is not None and severity is not None:
+                continue  # the first matching severity rule decided: later ones cannot add anything
             why = rule.match.explain(alert)
             if why is None:
                 continue

@@ -56,14 +56,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-OptionType = Literal["string", "integer", "float"]
+OptionType = Literal["string", "integer", "float", "boolean"]
 
 
 @dataclass(frozen=True)
 class OptionSpec:
     """How one ``[alerting]`` option is documented to Airflow and defaulted.
 
-    :param type: Airflow provider-schema type of the option (``string``, ``integer``, ``float``).
+    :param type: Airflow provider-schema type of the option (``string``, ``integer``, ``float``, ``boolean``).
     :param default: default as Airflow stores it: always a string, ``""`` meaning "unset".
     :param description: text shown by ``airflow config list`` and in the docs.
     :param example: example value shown by ``airflow config list``; ``None`` for none.
@@ -231,6 +231,16 @@ OPTIONS: Final[Mapping[str, OptionSpec]] = MappingProxyType(
             "could not be delivered), as a cron expression or preset.",
             example="@hourly",
         ),
+        "zero_touch": OptionSpec(
+            type="boolean",
+            default="False",
+            description=(
+                "Zero-touch mode: a cluster policy attaches AlertNotifier to every task and DAG "
+                "that has no alerting callback of its own, keeping every callback already set. "
+                "Read when DAG files are parsed; a DAG tagged ``alerting:off`` is left alone."
+            ),
+            example="True",
+        ),
     }
 )
 
@@ -342,6 +352,7 @@ class AlertingSettings:
     :param allowed_http_hosts: lower-case hosts that may be reached over plain http.
     :param history_limit: maximum alert history entries kept, >= 0.
     :param maintenance_schedule: schedule of the ``alerting_maintenance`` DAG.
+    :param zero_touch: whether the cluster policy attaches alerting to DAGs without it.
     """
 
     state_backend: str
@@ -363,6 +374,7 @@ class AlertingSettings:
     allowed_http_hosts: tuple[str, ...]
     history_limit: int
     maintenance_schedule: str
+    zero_touch: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> AlertingSettings:
@@ -570,7 +582,7 @@ def report_problems(problems: Sequence[ConfigProblem], *, once: bool = False) ->
                     continue
                 _REPORTED.add(problem.message)
         log.error("%s", problem.message)
-        metrics.incr("config_errors", problem.option)
+        metrics.count("alerting.config_errors", option=problem.option)
 
 
 def load_settings() -> AlertingSettings:

@@ -104,6 +104,20 @@ def _positive_float(option: str, value: object) -> float:
     return number
 
 
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE: Final = frozenset({"false", "0", "no", "off"})
+
+
+def _boolean(option: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+    raise _bad(option, value, "must be True or False")
+
+
 def _email_list(option: str, value: object) -> tuple[str, ...]:
     addresses = _string_list(option, value)
     for address in addresses:
@@ -221,6 +235,7 @@ _PARSERS: Final[Mapping[str, Callable[[str, object], Any]]] = MappingProxyType(
             "allowed_http_hosts": _hosts,
             "history_limit": lambda o, v: _integer(o, v, minimum=0),
             "maintenance_schedule": _schedule,
+            "zero_touch": _boolean,
         }.items()
     }
 )

@@ -10,7 +10,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 from airflow_alerting import metrics
 from airflow_alerting.model import DeliveryResult, Notification
 from airflow_alerting.render.redact import sanitize
+from airflow_alerting.workers import WORKERS
 
 if TYPE_CHECKING:
     from airflow_alerting.channels.base import Channel
@@ -61,27 +61,24 @@ def deliver_all(
         target = channel(name)
         if target is not None:
             prepare_channel(target)
-    pool = ThreadPoolExecutor(max_workers=len(notifications), thread_name_prefix="alerting")
-    try:
-        futures = [
-            pool.submit(deliver_one, n, deadline, channel=channel, options=options) for n in notifications
-        ]
-        wait_futures(futures, timeout=max(0.0, deadline - time.monotonic()))
-        results = []
-        for notification, future in zip(notifications, futures, strict=True):
-            if future.done() and future.exception() is None:
-                results.append(future.result())
-                continue
-            detail = (
-                "deadline exceeded"
-                if not future.done()
-                else f"channel crashed: {type(future.exception()).__name__}"
-            )
-            results.append(DeliveryResult(notification.channel, ok=False, retryable=True, detail=detail))
-        return results
-    finally:
-        # never wait for a hung channel: the callback must return within its deadline
-        pool.shutdown(wait=False, cancel_futures=True)
+    # each delivery on a thread of its own (reused from earlier alerts when one is idle): a hung
+    # channel holds only its own thread, and the callback never waits for it past the deadline
+    futures = [
+        WORKERS.submit(deliver_one, n, deadline, channel=channel, options=options) for n in notifications
+    ]
+    wait_futures(futures, timeout=max(0.0, deadline - time.monotonic()))
+    results = []
+    for notification, future in zip(notifications, futures, strict=True):
+        if future.done() and future.exception() is None:
+            results.append(future.result())
+            continue
+        if future.done():
+            detail = f"channel crashed: {type(future.exception()).__name__}"
+        else:
+            future.cancel()  # one not started yet never will be: it is reported (and queued) as late
+            detail = "deadline exceeded"
+        results.append(DeliveryResult(notification.channel, ok=False, retryable=True, detail=detail))
+    return results
 
 
 def deliver_one(
@@ -116,7 +113,7 @@ def deliver_one(
         if time.monotonic() + delay >= deadline:
             break
         time.sleep(delay)
-    metrics.timing(time.monotonic() - started, "delivery_latency", notification.channel)
+    metrics.delivery_timed(notification.channel, time.monotonic() - started, result.ok)
     return replace(result, attempts=attempt)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from airflow_alerting._memo import memo_by_digest
 from airflow_alerting.model import Alert
 
 # Order matters: the broad patterns (numbers) must run after the structured ones that
@@ -74,10 +75,19 @@ def normalise_message(message: str) -> str:
     >>> normalise_message("timeout after 31s on host-3")
     'timeout after <n> on host<n>'
     """
+    # failures of one cause often repeat their message (retries, mapped instances): the regexes,
+    # a pure function of the text, run once per distinct short message
+    return _normalise_cached(message)
+
+
+def _normalise(message: str) -> str:
     text = message[:_INPUT_LIMIT].strip()
     for pattern, replacement in _NORMALISERS:
         text = pattern.sub(replacement, text)
     return text.strip()[:MESSAGE_PREFIX]
+
+
+_normalise_cached = memo_by_digest(_normalise)
 
 
 #: the parts of an alert a fingerprint can be built from

@@ -11,11 +11,14 @@ from typing import Any, Final
 
 from airflow_alerting.config import OPTIONS, SECTION
 
-__all__ = ["PACKAGE_NAME", "get_provider_info"]
+__all__ = ["CLI_COMMANDS", "PACKAGE_NAME", "get_provider_info"]
 
 #: Canonical distribution name. Airflow compares it with the installed distribution's
 #: name and, on a mismatch, raises in provider discovery, which breaks every CLI command.
 PACKAGE_NAME: Final = "airflow-provider-alerting"
+
+#: the function Airflow's CLI calls for this provider's commands (``airflow alerting ...``)
+CLI_COMMANDS: Final = "airflow_alerting.cli.airflow_cli.get_cli_commands"
 
 # Reported only when the distribution metadata is missing (e.g. running from a source
 # tree on PYTHONPATH); a PEP 440 local version makes "unknown" explicit instead of
@@ -65,7 +68,7 @@ def get_provider_info() -> dict[str, Any]:
     to the dict it receives.
 
     :return: provider metadata: package name, description, versions, notifier class
-        paths and the ``[alerting]`` configuration section.
+        paths, the ``airflow alerting`` CLI commands and the ``[alerting]`` configuration section.
     """
     return {
         "package-name": PACKAGE_NAME,
@@ -77,5 +80,7 @@ def get_provider_info() -> dict[str, Any]:
         ),
         "versions": [_installed_version()],
         "notifications": ["airflow_alerting.notifications.alert.AlertNotifier"],
+        # `airflow alerting ...`: Airflow imports and calls this on every CLI invocation
+        "cli": [CLI_COMMANDS],
         "config": _config_section(),
     }

@@ -3,8 +3,8 @@
 It redelivers the outbox (notifications that could not be delivered when their alert fired,
 e.g. during a Slack outage, and deferred incident edits and follow-ups); every alert callback
 sweeps the outbox too, but a quiet system has no callbacks.  It sends the digest of
-low-severity and silenced incidents, which tell nobody when they happen, and expires stale
-incident state.
+low-severity and silenced incidents, which tell nobody when they happen, with the causes whose
+failure rate is rising, and expires stale incident state.
 
 Put one line in a file in your dags folder::
 
@@ -15,13 +15,17 @@ Put one line in a file in your dags folder::
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
+    from airflow_alerting.analytics.results import Trend
     from airflow_alerting.manager import AlertManager
+
+log = logging.getLogger("airflow_alerting")
 
 
 def redeliver_outbox(limit: int = 200, manager: AlertManager | None = None) -> dict[str, int]:
@@ -37,15 +41,38 @@ def redeliver_outbox(limit: int = 200, manager: AlertManager | None = None) -> d
     return {"attempted": len(outcomes), "delivered": delivered, "still_failing": len(outcomes) - delivered}
 
 
+def trending_causes(manager: AlertManager) -> list[Trend]:
+    """The causes whose failure rate rose in the last hour against the day before, for the digest.
+
+    Never raises: without its history the digest still goes out, without trends.
+
+    :param manager: the manager whose store holds the history (its clock is "now")
+    """
+    from airflow_alerting.analytics import Analytics
+    from airflow_alerting.state.base import StateUnavailableError
+
+    try:
+        return Analytics(manager.store).trending(now=manager.clock())
+    except StateUnavailableError as err:
+        log.warning("cannot read the alert history for trending causes: %s", err)
+        return []
+
+
 def send_digest(manager: AlertManager | None = None) -> dict[str, int]:
-    """Send the digest of low-severity and silenced incidents; return counts for the task log / XCom.
+    """Send the digest of low-severity and silenced incidents, with the trending causes; return
+    counts for the task log / XCom.
+
+    The trends ride on the digest, which is sent when there are incidents to report.
 
     :param manager: the manager whose store holds the incidents; the configured shared one when omitted
     """
     from airflow_alerting.manager import shared_manager
 
-    outcomes = (manager or shared_manager()).digest()
+    manager = manager or shared_manager()
+    trends = trending_causes(manager)
+    outcomes = manager.digest(trends=trends)
     delivered = sum(1 for o in outcomes if o.delivery is not None and o.delivery.ok)
+    log.info("digest: %d trending cause(s) named", len(trends) if outcomes else 0)
     return {"channels": len(outcomes), "delivered": delivered}
 
 
@@ -103,7 +130,8 @@ def create_maintenance_dag(
 
         @task(task_id="send_digest")
         def digest() -> dict[str, int]:
-            """Summarise low-severity and silenced incidents, which tell nobody when they happen."""
+            """Summarise low-severity and silenced incidents, which tell nobody when they happen,
+            and name the causes whose failure rate is rising."""
             return send_digest(manager=manager)
 
         @task(task_id="expire_state")

@@ -336,11 +336,9 @@ class AlertManager(IncidentOperations, OutboxSweeper):
             # no shared state: this failure is an incident of its own, bounded by the fail-open cap
             joined, _ = lifecycle.join(None, {}, occurrence, self.policy.incidents)
         if joined.opened:
-            metrics.incr("incidents", "opened")
+            metrics.incident_event("opened", joined.incident, alert.dag_id)
         if joined.raised:
-            metrics.incr("incidents", "raised")
-        if silence is not None:
-            metrics.incr("suppressed", DecisionReason.SILENCED.value)
+            metrics.incident_event("raised", joined.incident, alert.dag_id)
         return _Joined(joined.incident, state_ok, silence)
 
     def _decide_channel(
@@ -537,7 +535,7 @@ def shared_manager(policy: AlertPolicy | None = None) -> AlertManager:
 
     settings = load_settings()
     if policy is None:
-        policy, key = _configured_policy(settings)
+        policy, key = configured_policy(settings)
     else:
         key = f"object:{id(policy)}"
     with _MANAGERS_LOCK:
@@ -548,11 +546,14 @@ def shared_manager(policy: AlertPolicy | None = None) -> AlertManager:
         return manager
 
 
-def _configured_policy(settings: AlertingSettings) -> tuple[AlertPolicy, str]:
+def configured_policy(settings: AlertingSettings) -> tuple[AlertPolicy, str]:
     """The configured policy and a cache key that changes when the policy text does.
 
     A Variable policy that does not validate is logged and skipped: alerts keep flowing under
     the next policy rather than being lost to an operator's typo.
+
+    :param settings: the ``[alerting]`` settings (:func:`airflow_alerting.config.load_settings`)
+    :return: the policy and a key that changes when its source text does
     """
     if settings.policy_variable:
         from airflow_alerting.state.variables import read_variable
@@ -576,5 +577,5 @@ def _configured_policy(settings: AlertingSettings) -> tuple[AlertPolicy, str]:
             return AlertPolicy.from_yaml(settings.policy_file), f"file:{settings.policy_file}"
         except Exception as err:  # checked by load_settings, but it can change or vanish since
             log.error("policy file %s is unusable, using the default policy: %s", settings.policy_file, err)
-            metrics.incr("config_errors", "policy_file")
+            metrics.count("alerting.config_errors", option="policy_file")
     return AlertPolicy(), "default"

@@ -7,6 +7,7 @@ in their own modules: :mod:`airflow_alerting.outbox` (redelivery and deferred me
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -336,27 +337,37 @@ class ManagerBase:
         outcome = AlertOutcome(alert, classification, fp, tuple(outcomes), escalation, incident)
         why = "; ".join((*classification.reasons, *([escalation.describe()] if escalation else [])))
         now = self.clock()
+        # a recovery is not an alert: analytics counts failures by this id
+        alert_id = None if alert.kind.is_recovery else alert_identity(alert)
         self._record(
-            [history_entry(now, alert, fp, outcome.severity, item, why) for item in outcome.channels]
+            [
+                history_entry(
+                    now, alert, fp, outcome.severity, item, why, incident=incident, alert_id=alert_id
+                )
+                for item in outcome.channels
+            ]
         )
+        metrics.alert_handled(outcome)
         return outcome
 
     def _history_entry(self, now: datetime, notification: Notification, item: ChannelOutcome) -> HistoryEntry:
         why = "; ".join(notification.classification.reasons)
         return history_entry(
-            now, notification.alert, notification.fingerprint, notification.severity, item, why
+            now,
+            notification.alert,
+            notification.fingerprint,
+            notification.severity,
+            item,
+            why,
+            incident=notification.incident,
         )
 
     def _record(self, entries: Sequence[HistoryEntry]) -> None:
         """Count every decision in metrics, log failed deliveries and append them to the history."""
         for entry in entries:
-            if entry.delivered is True:
-                metrics.incr("sent", entry.channel)
-            elif entry.delivered is False:
-                metrics.incr("failed", entry.channel)
+            metrics.decision(entry)
+            if entry.delivered is False:
                 log.error("alert %s to %s not delivered: %s", entry.source, entry.channel, entry.detail)
-            else:
-                metrics.incr("suppressed", entry.reason)
         try:
             self.store.append_history(entries)
         except StateUnavailableError as err:
@@ -371,6 +382,8 @@ class ManagerBase:
         routing: str,
         incident: Incident | None = None,
     ) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # the JSON would be built for nobody: every alert pays for this line
         record: dict[str, Any] = {
             "event": "alert_classified",
             "source": alert.source,
@@ -413,8 +426,21 @@ def storable(notification: Notification) -> dict[str, Any]:
     return notification_to_json(replace(notification, alert=replace(alert, message=sanitize(alert.message))))
 
 
+def alert_identity(alert: Alert) -> str:
+    """A short digest of ``alert.occurrence_id``: one per callback, shared by its channels' entries."""
+    return hashlib.sha256(alert.occurrence_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def history_entry(
-    now: datetime, alert: Alert, fp: str, severity: Severity, item: ChannelOutcome, why: str
+    now: datetime,
+    alert: Alert,
+    fp: str,
+    severity: Severity,
+    item: ChannelOutcome,
+    why: str,
+    *,
+    incident: Incident | None = None,
+    alert_id: str | None = None,
 ) -> HistoryEntry:
     return HistoryEntry(
         at=now,
@@ -429,6 +455,12 @@ def history_entry(
         detail=(item.delivery.detail if item.delivery else item.decision.detail)[:300],
         run_id=alert.run_id,
         why=why[:1000],
+        incident_id=incident.id if incident is not None else None,
+        dag_id=alert.dag_id,
+        task_id=alert.task_id,
+        alert_id=alert_id,
+        # a signature is at most 300 characters; the cut bounds the document stores' history too
+        cause=incident.title[:300] if incident is not None else None,
     )
 
 

@@ -392,9 +392,19 @@ class HistoryEntry:
     run_id: str | None = None
     #: the classification's reasons (and escalation), joined with "; "
     why: str = ""
+    #: the incident the alert joined (or, for a recovery, resolved); ``None`` for retries and old entries
+    incident_id: str | None = None
+    #: the alert's DAG and task (``source`` adds the map index, and DAG ids may contain dots)
+    dag_id: str | None = None
+    task_id: str | None = None
+    #: identity of the alert callback this decision was about (a digest of ``Alert.occurrence_id``);
+    #: set only on decisions about a new failure, so analytics counts each alert once, not per channel
+    alert_id: str | None = None
+    #: the root cause as the incident names it (its title); ``None`` when there is no incident
+    cause: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "at": self.at.isoformat(),
             "fingerprint": self.fingerprint,
             "source": self.source,
@@ -408,6 +418,16 @@ class HistoryEntry:
             "run_id": self.run_id,
             "why": self.why,
         }
+        # left out when unknown: the document stores keep hundreds of entries in one document
+        optional = {
+            "incident_id": self.incident_id,
+            "dag_id": self.dag_id,
+            "task_id": self.task_id,
+            "alert_id": self.alert_id,
+            "cause": self.cause,
+        }
+        data.update((k, v) for k, v in optional.items() if v is not None)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> HistoryEntry:
@@ -424,7 +444,17 @@ class HistoryEntry:
             detail=str(data.get("detail", "")),
             run_id=data.get("run_id"),
             why=str(data.get("why", "")),
+            # entries written before these fields existed read as "unknown"
+            incident_id=_optional_text(data.get("incident_id")),
+            dag_id=_optional_text(data.get("dag_id")),
+            task_id=_optional_text(data.get("task_id")),
+            alert_id=_optional_text(data.get("alert_id")),
+            cause=_optional_text(data.get("cause")),
         )
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def iso(value: datetime | None) -> str | None:

@@ -56,6 +56,7 @@ class OutboxSweeper(ManagerBase):
         except Exception:  # a sweep is housekeeping: it must never cost the alert that triggered it
             log.exception("outbox sweep failed")
             return []
+        metrics.gauge("alerting.outbox.due", len(items))
         due: list[tuple[OutboxItem, Notification]] = []
         for item in items:
             try:

@@ -718,6 +718,23 @@ def _variables_reader(deployment: Deployment) -> Any:
     return DeployedVariables(verify_delay=0)
 
 
+def deferred_summaries(reader: Any) -> list[dict[str, Any]]:
+    """The deferred edits and follow-ups (``summary`` decisions) in the Variables outbox.
+
+    One Variable per item, found through the ``alerting.outbox.index.<n>`` shards; a 0.1.0
+    ``alerting.outbox`` document (every item in one Variable) is read too, until
+    ``prune_state()`` has moved its items.
+
+    :param reader: a store over the deployment's Variables (:func:`_variables_reader`)
+    """
+    items = [*reader._outbox(), *_list_of_dicts((reader._read(reader.OUTBOX_KEY) or {}).get("items"))]
+    return [i for i in items if (i.get("notification") or {}).get("decision", {}).get("reason") == "summary"]
+
+
+def _list_of_dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 @dataclass(frozen=True)
 class DuplicateRate:
     """Top-level Slack posts per storm with the Variables store, where exactly one would be right.
@@ -783,7 +800,7 @@ class DuplicateRate:
             f"incidents joined per run (1 is right): {self.incidents_per_run}",
             f"failures counted by the run's incidents ({self.width} is right): {self.failures_recorded}",
             f"claim left pending on the incident after the storm (orphaned) per run: {self.orphaned_claims}",
-            f"deferred edits left in the outbox Variable per run: {self.deferred_queued}",
+            f"deferred edits left in the outbox Variables per run: {self.deferred_queued}",
             f"failure spread per run (s): {[round(s, 2) for s in self.failure_spreads]}",
             f"storm duration per run (s): {[round(s, 1) for s in self.storm_seconds]}",
             f"duplicate rate: {self.rate:.2f} extra top-level messages per storm"
@@ -830,8 +847,7 @@ def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) 
             counted += incident.failures if incident is not None else 0
         orphaned.append(pending)
         failures.append(counted)
-        outbox = (deployment.variable("alerting.outbox") or {}).get("items") or []
-        deferred.append(sum(1 for item in outbox if item["notification"]["decision"]["reason"] == "summary"))
+        deferred.append(len(deferred_summaries(reader)))
         durations.append(result.seconds)
         spreads.append(result.failure_spread)
     deployment.clear_alerting_variables()

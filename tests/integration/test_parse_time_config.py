@@ -46,7 +46,11 @@ def _parse(folder: Path) -> Any:
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, ...]]]:
     calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr(metrics, "incr", lambda *parts, count=1: calls.extend([parts] * count))
+    monkeypatch.setattr(
+        metrics,
+        "count",
+        lambda name, n=1, **tags: calls.extend([(name.removeprefix("alerting."), tags["option"])] * n),
+    )
     monkeypatch.setattr(config, "_REPORTED", set(), raising=False)
     monkeypatch.setattr(config, "_CHECKED", {}, raising=False)
     for name in [n for n in os.environ if n.startswith("AIRFLOW__ALERTING__")]:

@@ -55,7 +55,11 @@ def _fresh_reports(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def metric_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
     calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr(metrics, "incr", lambda *parts, count=1: calls.extend([parts] * count))
+    monkeypatch.setattr(
+        metrics,
+        "count",
+        lambda name, n=1, **tags: calls.extend([(name.removeprefix("alerting."), tags["option"])] * n),
+    )
     return calls
 
 
@@ -175,6 +179,7 @@ BAD_VALUES = [
     ("policy_variable", "alerting\npolicy", "control characters"),
     ("maintenance_schedule", "every five minutes", "cron expression"),
     ("maintenance_schedule", "*/5 * * *", "cron expression"),
+    ("zero_touch", "sometimes", "True or False"),
     ("base_url", "http://[::1", "absolute http(s) URL"),
 ]
 

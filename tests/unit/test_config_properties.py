@@ -92,7 +92,13 @@ def _reports() -> Iterator[_Reports]:
     logger.addHandler(handler)
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(metrics, "incr", lambda *parts, count=1: reports.counted.extend([parts] * count))
+            mp.setattr(
+                metrics,
+                "count",
+                lambda name, n=1, **tags: reports.counted.extend(
+                    [(name.removeprefix("alerting."), tags["option"])] * n
+                ),
+            )
             yield reports
     finally:
         logger.removeHandler(handler)
@@ -199,6 +205,15 @@ VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
         ),
         st.builds(lambda m, h: f"{m} {h} * * *", st.integers(0, 59), st.sampled_from(["*", "*/2", "3"])),
     ).map(lambda schedule: (schedule, schedule)),
+    "zero_touch": st.builds(
+        lambda word, upper, pad: (
+            pad + (word.upper() if upper else word) + pad,
+            word in ("true", "1", "yes", "on"),
+        ),
+        st.sampled_from(["true", "false", "1", "0", "yes", "no", "on", "off"]),
+        st.booleans(),
+        _PADDING,
+    ),
 }
 
 #: option -> strategy of values that must fall back to the default
@@ -265,6 +280,10 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
     "maintenance_schedule": st.one_of(
         st.sampled_from(["", "every five minutes", "*/5 * * *", "@reboot", "61 * * * *", "* 25 * * *"]),
         _with_control_char(st.just("*/5 * * * *")),
+    ),
+    "zero_touch": st.one_of(
+        st.sampled_from(["", "enabled", "2", "y", "truee"]),
+        _WORD.filter(lambda w: w.lower() not in {"true", "false", "yes", "no", "on", "off"}),
     ),
 }
 

@@ -128,7 +128,7 @@ def test_config_section_mirrors_the_settings_dataclass(info: dict[str, Any]) -> 
         assert option["description"], name
         assert option["example"], name
         assert isinstance(option["default"], str), name
-        assert option["type"] in {"string", "integer", "float"}, name
+        assert option["type"] in {"string", "integer", "float", "boolean"}, name  # the schema's types
 
 
 def test_published_defaults_parse(info: dict[str, Any]) -> None:
@@ -155,3 +155,29 @@ def test_importing_provider_info_does_not_import_airflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_cli_functions_return_the_alerting_command_group(info: dict[str, Any]) -> None:
+    # Airflow's cli_parser imports each "cli" path and extends its commands with the result.
+    from airflow.cli.cli_config import ActionCommand, GroupCommand
+
+    assert info["cli"] == ["airflow_alerting.cli.airflow_cli.get_cli_commands"]
+    module_name, _, function_name = info["cli"][0].rpartition(".")
+    commands = getattr(importlib.import_module(module_name), function_name)()
+    assert [type(c) for c in commands] == [GroupCommand] and commands[0].name == "alerting"
+    words = {c.name for c in commands[0].subcommands}
+    assert {"test-channel", "silence", "incidents", "state"} <= words
+    for command in commands[0].subcommands:
+        leaves = command.subcommands if isinstance(command, GroupCommand) else (command,)
+        for leaf in leaves:
+            assert isinstance(leaf, ActionCommand)
+            assert any("--output" in arg.flags for arg in leaf.args), leaf.name
+
+
+def test_importing_provider_info_does_not_import_the_cli() -> None:
+    # the cli key is a path: provider discovery must not pay for importing the commands
+    code = (
+        "import sys, airflow_alerting.get_provider_info as p; p.get_provider_info(); "
+        "assert 'airflow_alerting.cli' not in sys.modules, 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

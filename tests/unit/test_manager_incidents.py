@@ -376,3 +376,21 @@ def test_digest_is_sent_once_until_a_new_failure() -> None:
     h.clock.advance(minutes=5)
     assert [o.channel for o in h.manager.digest()] == ["slack"]
     assert len(h.channels["slack"].notifications) == 2
+
+
+def test_trending_causes_ride_on_the_digest_and_make_none_of_their_own() -> None:
+    from airflow_alerting.analytics import Trend
+
+    h = harness()
+    trend = Trend("ConnectionError: db refused", 12, 3, 12.0, 0.13, 92.0, "high")
+    assert h.manager.digest(trends=[trend]) == []  # nothing low or silenced to report
+
+    h.manager.add_silence(duration=timedelta(hours=2), dag_ids=["sales_etl"])
+    h.manager.handle(failure())
+    h.clock.advance(minutes=5)
+    outcomes = h.manager.digest(trends=[trend])
+
+    assert [o.channel for o in outcomes] == ["slack"]
+    (sent,) = h.channels["slack"].notifications
+    assert "ConnectionError: db refused" in sent.alert.message
+    assert "1 trending cause" in sent.alert.title

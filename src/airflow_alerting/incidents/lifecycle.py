@@ -7,9 +7,11 @@ applies the same rules (:func:`raised_severity`) inside one transaction, and is 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from airflow_alerting.incidents.model import (
     DAG_SAMPLE,
@@ -152,35 +154,87 @@ def join(
     if occurrence.severity > severity:
         severity = occurrence.severity
         reasons = (*reasons, *occurrence.reasons) if occurrence.reasons else reasons
-    updated = summarise(
-        replace(
-            incident,
-            last_seen_at=max(incident.last_seen_at, at),
-            failures=incident.failures + 1,
-            silenced=incident.silenced + (1 if occurrence.silenced else 0),
-        ),
-        members,
-    )
+    summary = _joined_summary(incident, members, occurrence.member_key, current, member)
     severity, reasons = raised_severity(
-        severity, reasons, dag_count=updated.dag_count, task_count=updated.task_count, rules=rules
+        severity, reasons, dag_count=summary["dag_count"], task_count=summary["task_count"], rules=rules
     )
-    updated = replace(updated, severity=severity, severity_reasons=reasons)
+    # one replace() of the 21-field incident, not three: every failure of a storm pays for it
+    updated = replace(
+        incident,
+        last_seen_at=max(incident.last_seen_at, at),
+        failures=incident.failures + 1,
+        silenced=incident.silenced + (1 if occurrence.silenced else 0),
+        severity=severity,
+        severity_reasons=reasons,
+        **summary,
+    )
     return IncidentJoin(updated, opened=opened, new_member=new_member, previous_severity=previous), members
 
 
 def summarise(incident: Incident, members: Mapping[str, IncidentMember]) -> Incident:
     """Recompute the counts and samples of ``incident`` from its full member map."""
-    ordered = sorted(members.values(), key=_recency, reverse=True)
-    dags = sorted({m.dag_id for m in ordered})
-    return replace(
-        incident,
-        members=tuple(ordered[:MEMBER_SAMPLE]),
-        member_count=len(ordered),
-        failing_count=sum(1 for m in ordered if m.failing),
-        task_count=len({m.task for m in ordered}),
-        dag_ids=tuple(dags[:DAG_SAMPLE]),
-        dag_count=len(dags),
-    )
+    return replace(incident, **_summary(members))
+
+
+def _joined_summary(
+    incident: Incident,
+    members: Mapping[str, IncidentMember],
+    key: str,
+    current: IncidentMember | None,
+    member: IncidentMember,
+) -> dict[str, Any]:
+    """What :func:`_summary` of ``members`` returns, from ``incident``'s counts and samples and the
+    one member that changed (``current`` became ``member``, at ``key``).
+
+    A storm's incident has hundreds of members and every failure joins it: recounting them all
+    (and ordering them for the sample) made each failure cost more than the one before.  A join
+    only ever moves a member's latest failure forward, so the new sample is the best of the old
+    sample and the changed member; a member seen before keeps the task and DAG counts; only a
+    new member looks for another member of its task (and of its DAG when the DAG sample is cut).
+
+    :param members: the member map with ``member`` in it
+    """
+    before = len(members) - (1 if current is None else 0)
+    if incident.member_count != before or len(incident.members) != min(MEMBER_SAMPLE, before):
+        return _summary(members)  # counts not made from this map (e.g. another sample size): recount
+    sample = [m for m in incident.members if m.key != key]
+    sample.append(member)
+    failing = incident.failing_count + (1 if member.failing else 0)
+    if current is not None and current.failing:
+        failing -= 1
+    task_count, dag_count, dag_ids = incident.task_count, incident.dag_count, incident.dag_ids
+    if current is None:
+        task, dag = member.task, member.dag_id
+        others = [m for k, m in members.items() if k != key]
+        if not any(m.task == task for m in others):
+            task_count += 1
+        sampled_all = len(dag_ids) == dag_count
+        if dag not in dag_ids and (sampled_all or not any(m.dag_id == dag for m in others)):
+            dag_count += 1
+            dag_ids = tuple(sorted((*dag_ids, dag))[:DAG_SAMPLE])
+    return {
+        "members": tuple(heapq.nlargest(MEMBER_SAMPLE, sample, key=_recency)),
+        "member_count": len(members),
+        "failing_count": failing,
+        "task_count": task_count,
+        "dag_ids": dag_ids,
+        "dag_count": dag_count,
+    }
+
+
+def _summary(members: Mapping[str, IncidentMember]) -> dict[str, Any]:
+    """The counts and samples of an incident with ``members``, as :class:`Incident` field values."""
+    # only the sample is ordered: the most recent MEMBER_SAMPLE, as sorted(reverse=True)[:n] would be
+    recent = heapq.nlargest(MEMBER_SAMPLE, members.values(), key=_recency)
+    dags = sorted({m.dag_id for m in members.values()})
+    return {
+        "members": tuple(recent),
+        "member_count": len(members),
+        "failing_count": sum(1 for m in members.values() if m.failing),
+        "task_count": len({m.task for m in members.values()}),
+        "dag_ids": tuple(dags[:DAG_SAMPLE]),
+        "dag_count": len(dags),
+    }
 
 
 def recover(

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from airflow_alerting import metrics
 from airflow_alerting.channels.base import channel_actions
@@ -31,6 +32,9 @@ from airflow_alerting.model import (
     Severity,
 )
 from airflow_alerting.state.base import StateUnavailableError
+
+if TYPE_CHECKING:
+    from airflow_alerting.analytics import Trend
 
 log = logging.getLogger("airflow_alerting")
 
@@ -56,9 +60,7 @@ class IncidentOperations(ManagerBase):
             return None
         if acknowledged is None:
             return None
-        metrics.incr("incidents", "acknowledged")
-        if acknowledged.time_to_acknowledge is not None:
-            metrics.timing(acknowledged.time_to_acknowledge.total_seconds(), "incident_time_to_acknowledge")
+        metrics.incident_event("acknowledged", acknowledged)
         self._tell(acknowledged, NotificationAction.ACKNOWLEDGE, DecisionReason.ACKNOWLEDGED, now)
         return acknowledged
 
@@ -137,11 +139,16 @@ class IncidentOperations(ManagerBase):
         now = self.clock()
         return [s for s in self._all_silences() if s.ends_at > now]
 
-    def digest(self, *, deadline: float | None = None) -> list[ChannelOutcome]:
+    def digest(self, *, trends: Sequence[Trend] = (), deadline: float | None = None) -> list[ChannelOutcome]:
         """Summarise the low-severity and silenced incidents seen since the last digest.  Never raises.
 
         Run by the ``alerting_maintenance`` DAG, so what routes nowhere (or was silenced) does not
-        vanish unseen.  Sent to the policy's ``digest.channels``.
+        vanish unseen.  Sent to the policy's ``digest.channels``, only when there is such an
+        incident: trending causes ride along, they do not make a digest of their own (a maintenance
+        run would otherwise post whenever anything rose, however loudly it was already announced).
+
+        :param trends: trending causes to list (:meth:`airflow_alerting.analytics.Analytics.trending`)
+        :param deadline: ``time.monotonic()`` by which deliveries must end; the delivery deadline when omitted
         """
         from airflow_alerting.incidents.digest import digest_alert, digest_candidates
 
@@ -155,7 +162,7 @@ class IncidentOperations(ManagerBase):
             return []
         if not incidents or not self.policy.digest_channels:
             return []
-        alert = replace(digest_alert(incidents, now), occurred_at=now)
+        alert = replace(digest_alert(incidents, now, trends), occurred_at=now)
         classification = Classification(Severity.LOW, ("digest of low-severity and silenced incidents",))
         notifications = [
             Notification(
@@ -211,9 +218,13 @@ class IncidentOperations(ManagerBase):
         except StateUnavailableError as err:
             log.warning("cannot read silences: %s", err)
             stored = []
-        return [*stored, *self._silences_from_variable()]
+        return [*stored, *self.silences_from_variable()]
 
-    def _silences_from_variable(self) -> list[Silence]:
+    def silences_from_variable(self) -> list[Silence]:
+        """The silences of ``[alerting] silences_variable`` (cached for a short while); never raises.
+
+        A Variable that cannot be read or parsed is logged; the last good silences stay in force.
+        """
         if not self._reads_airflow_config:
             return []
         name = self.settings.silences_variable
@@ -234,7 +245,7 @@ class IncidentOperations(ManagerBase):
         except SilenceError as err:
             # an operator's typo must not silence everything, nor nothing: keep the last good list
             log.error("silences in Variable %s are invalid, keeping the previous ones: %s", name, err)
-            metrics.incr("config_errors", "silences_variable")
+            metrics.count("alerting.config_errors", option="silences_variable")
             silences = cached
         self._variable_silences = (time.monotonic(), silences)
         return silences
@@ -267,9 +278,7 @@ class IncidentOperations(ManagerBase):
     def _announce_resolution(
         self, incident: Incident, now: datetime, deadline: float, alert: Alert | None = None
     ) -> list[ChannelOutcome]:
-        metrics.incr("incidents", "resolved")
-        if incident.time_to_resolve is not None:
-            metrics.timing(incident.time_to_resolve.total_seconds(), "incident_time_to_resolve")
+        metrics.incident_event("resolved", incident)
         try:
             superseded = self.store.outbox_drop(incident.id)
         except StateUnavailableError as err:

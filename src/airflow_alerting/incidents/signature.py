@@ -27,6 +27,8 @@ import http
 import itertools
 import re
 
+from airflow_alerting._memo import memo_by_digest
+
 __all__ = ["SIGNATURE_LIMIT", "cause_signature", "normalise_cause"]
 
 #: the most characters a signature (and a normalised cause) has; it is an incident title
@@ -173,6 +175,12 @@ def cause_signature(exception_type: str | None, message: str) -> str:
     :param message: the exception message or the whole traceback text; untrusted, any size
     :return: at most :data:`SIGNATURE_LIMIT` characters; empty only when both are empty
     """
+    # failures of one cause often repeat their message (retries, mapped instances): normalising
+    # is a pure function of its inputs, so a short message is normalised once
+    return _signature_cached(exception_type, message)
+
+
+def _signature(exception_type: str | None, message: str) -> str:
     kind = _normalise_type(exception_type)
     text = _meaningful_text(message)
     if kind:
@@ -180,6 +188,9 @@ def cause_signature(exception_type: str | None, message: str) -> str:
     cause = _normalise_bounded(text)
     signature = f"{kind}: {cause}" if kind and cause else kind or cause
     return _truncate(signature)
+
+
+_signature_cached = memo_by_digest(_signature)
 
 
 def normalise_cause(message: str) -> str:

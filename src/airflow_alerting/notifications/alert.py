@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from airflow_alerting.context import alert_from_context
-from airflow_alerting.manager import shared_manager
-from airflow_alerting.model import AlertOutcome, Severity
+from airflow_alerting.model import Severity
 from airflow_alerting.policy import AlertPolicy, PolicyError
 
 if TYPE_CHECKING:
     from airflow_alerting.manager import AlertManager
+    from airflow_alerting.model import AlertOutcome
 
 log = logging.getLogger("airflow_alerting")
 
@@ -101,6 +100,11 @@ class AlertNotifier(BaseNotifier):
 
     def notify(self, context: Any) -> None:
         """Run the pipeline for ``context`` synchronously (workers and the DAG processor)."""
+        # imported here, not at module level: every DAG file that builds a notifier would
+        # otherwise pay for the pipeline, the stores and the channels while it is parsed
+        from airflow_alerting.context import alert_from_context
+        from airflow_alerting.manager import shared_manager
+
         try:
             alert = alert_from_context(context)
             if self.title:

@@ -41,6 +41,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from airflow_alerting._memo import memo_by_digest
+
 REPLACEMENT = "***"
 
 # --- how labels are judged ----------------------------------------------------------------------
@@ -476,11 +478,22 @@ def scrub(text: str) -> str:
     :param text: untrusted text, typically an exception message
     :return: the text with secrets replaced
     """
+    # an alert's message is scrubbed for its incident key and again for its outbox copy, and
+    # failures of one cause often repeat it: the catalogue's regexes run once per text
+    return _scrub_cached(text)
+
+
+def _scrub(text: str) -> str:
     for pattern in _STRUCTURES:
         text = pattern.sub(_mask_structure, text)
     for rule in _LABELLED:
         text = _mask_labelled(rule, text)
     return text
+
+
+# a pure function of the text (fixed patterns, no outside state), so remembering it is exact;
+# keyed by digest so the unredacted texts are not kept
+_scrub_cached = memo_by_digest(_scrub)
 
 
 @functools.cache

@@ -7,16 +7,61 @@ import heapq
 import itertools
 import json
 import threading
+import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow_alerting import metrics
+from airflow_alerting import throttle
 from airflow_alerting.incidents.model import Incident, IncidentMember
-from airflow_alerting.model import HistoryEntry
-from airflow_alerting.state.base import OUTBOX_ITEM_MAX_AGE, DocumentStore, OutboxItem
+from airflow_alerting.model import HistoryEntry, Severity
+from airflow_alerting.state.base import (
+    MAX_OCCURRENCE_TIMES,
+    MAX_SEEN_OCCURRENCES,
+    OUTBOX_ITEM_MAX_AGE,
+    Claim,
+    DocumentStore,
+    OccurrenceRecord,
+    OutboxItem,
+    log_outbox_evictions,
+    outbox_rank,
+    outbox_victims,
+)
+
+_LONG_AGO = datetime.min.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class _Fingerprint:
+    """What the store keeps per fingerprint: its recent occurrences and each channel's throttle state.
+
+    The containers change in place, only under the store's lock.
+    """
+
+    #: the last occurrence ids, oldest first (a repeated callback is a duplicate)
+    seen: list[str] = field(default_factory=list)
+    #: (time, recurrence group) of the occurrences within the last escalation window, oldest first
+    occurrences: list[tuple[datetime, str]] = field(default_factory=list)
+    channels: dict[str, throttle.ChannelState] = field(default_factory=dict)
+
+    def last_activity(self) -> datetime:
+        """When anything about this fingerprint last happened (for :meth:`MemoryStore.prune_state`)."""
+        times = [t for t, _ in self.occurrences]
+        for state in self.channels.values():
+            times.extend(
+                t
+                for t in (
+                    state.last_sent_at,
+                    state.claim_expires_at,
+                    state.previous_sent_at,
+                    state.suppressed.until,
+                    state.previous_suppressed.until,
+                )
+                if t is not None
+            )
+        return max(times, default=_LONG_AGO)
 
 
 class MemoryStore(DocumentStore):
@@ -25,6 +70,13 @@ class MemoryStore(DocumentStore):
     The history and the outbox's index are native structures (a bounded deque, a dict and a
     heap of due times), so an alert costs the same with a full history and outbox as with
     empty ones; outbox items are still documents (``_read``/``_write``), one per item.
+
+    Occurrences and claims, the calls every alert makes several of, apply
+    :mod:`airflow_alerting.throttle`'s rules directly to a :class:`~airflow_alerting.throttle.ChannelState`
+    per (fingerprint, channel), as the SQL store does in SQL: with one lock there is no other
+    writer, so the per-claimer counters and JSON documents of the shared document stores would
+    only cost time.  A subclass that overrides ``_read``, ``_write`` or ``_delete`` (a test double
+    simulating an outage, or counting round trips) keeps them on the documents, through its I/O.
     """
 
     name = "memory"
@@ -48,6 +100,14 @@ class MemoryStore(DocumentStore):
         self._outbox_by_incident: dict[str, set[str]] = {}
         self._outbox_due: list[tuple[datetime, int, str]] = []
         self._outbox_seq = itertools.count()
+        # what a full outbox drops first (outbox_rank, created at): recorded once, when an item is
+        # added; entries of items gone since are swept when the map outgrows the outbox
+        self._outbox_ranks: dict[str, tuple[tuple[int, int], str]] = {}
+        self._fingerprints: dict[str, _Fingerprint] = {}
+        # a subclass that intercepts the document I/O (to simulate an outage, or count round trips)
+        # keeps every occurrence and claim going through it
+        mine = (MemoryStore._read, MemoryStore._write, MemoryStore._delete)
+        self._native = (type(self)._read, type(self)._write, type(self)._delete) == mine
 
     def _read(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -79,26 +139,128 @@ class MemoryStore(DocumentStore):
         with self._lock:
             yield
 
-    def claim(self, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
-            return super().claim(*args, **kwargs)
+    # --- occurrences and claims: throttle's rules on native state -----------------------------
 
-    def record_occurrence(self, *args: Any, **kwargs: Any) -> Any:
+    def record_occurrence(
+        self,
+        fingerprint: str,
+        occurrence_id: str,
+        *,
+        now: datetime,
+        window: timedelta,
+        group: str | None = None,
+    ) -> OccurrenceRecord:
         with self._lock:
-            return super().record_occurrence(*args, **kwargs)
+            if not self._native:
+                return super().record_occurrence(
+                    fingerprint, occurrence_id, now=now, window=window, group=group
+                )
+            record = self._fingerprints.get(fingerprint)
+            if record is None:
+                record = self._fingerprints[fingerprint] = _Fingerprint()
+            horizon = now - window
+            recent = [o for o in record.occurrences if o[0] > horizon]
+            if occurrence_id in record.seen:
+                return OccurrenceRecord(duplicate=True, count_in_window=len({g for _, g in recent}))
+            recent.append((now, group or occurrence_id))
+            record.occurrences[:] = recent[-MAX_OCCURRENCE_TIMES:]
+            record.seen.append(occurrence_id)
+            del record.seen[:-MAX_SEEN_OCCURRENCES]
+            return OccurrenceRecord(duplicate=False, count_in_window=len({g for _, g in recent}))
 
-    # the other read-modify-writes of claims and open incidents, atomic between threads too
+    def claim(
+        self,
+        fingerprint: str,
+        channel: str,
+        *,
+        now: datetime,
+        window: timedelta,
+        severity: Severity,
+        escalated: bool,
+        source: str,
+        lease: timedelta,
+    ) -> Claim:
+        with self._lock:
+            if not self._native:
+                return super().claim(
+                    fingerprint,
+                    channel,
+                    now=now,
+                    window=window,
+                    severity=severity,
+                    escalated=escalated,
+                    source=source,
+                    lease=lease,
+                )
+            record = self._fingerprints.get(fingerprint)
+            if record is None:
+                record = self._fingerprints[fingerprint] = _Fingerprint()
+            stored = record.channels.get(channel)
+            # an expired claim is rolled back (its sender died) before deciding, as the lease rule says
+            state = stored.settled(now) if stored is not None else None
+            decision = throttle.decide(state, now=now, window=window, severity=severity, escalated=escalated)
+            token = uuid.uuid4().hex if decision.send else ""
+            updated = throttle.apply(
+                state, decision, now=now, severity=severity, source=source, token=token, lease=lease
+            )
+            record.channels[channel] = updated
+            if decision.send:
+                return Claim(decision, token)
+            # held back: the running summary, this occurrence included (the first one starts a burst)
+            return Claim(replace(decision, suppressed=updated.suppressed))
+
+    def _change_channel(
+        self,
+        fingerprint: str,
+        channel: str,
+        change: Callable[[throttle.ChannelState, Any], throttle.ChannelState],
+        argument: Any,
+    ) -> None:
+        with self._lock:
+            record = self._fingerprints.get(fingerprint)
+            stored = record.channels.get(channel) if record is not None else None
+            if record is not None and stored is not None:
+                record.channels[channel] = change(stored, argument)
+
+    def confirm(self, fingerprint: str, channel: str, token: str) -> None:
+        with self._lock:
+            if not self._native:
+                return super().confirm(fingerprint, channel, token)
+            self._change_channel(fingerprint, channel, throttle.confirm, token)
+
+    def release(self, fingerprint: str, channel: str, token: str) -> None:
+        with self._lock:
+            if not self._native:
+                return super().release(fingerprint, channel, token)
+            self._change_channel(fingerprint, channel, throttle.release, token)
+
+    def clear_suppressed(self, fingerprint: str, channel: str, count: int) -> None:
+        with self._lock:
+            if not self._native:
+                return super().clear_suppressed(fingerprint, channel, count)
+            if count > 0:
+                self._change_channel(fingerprint, channel, throttle.take_suppressed, count)
+
+    def reset_window(self, fingerprint: str, channel: str) -> None:
+        with self._lock:
+            if not self._native:
+                return super().reset_window(fingerprint, channel)
+            record = self._fingerprints.get(fingerprint)
+            if record is not None:
+                record.channels.pop(channel, None)
+
+    def channel_state(self, fingerprint: str, channel: str) -> throttle.ChannelState | None:
+        with self._lock:
+            if not self._native:
+                return super().channel_state(fingerprint, channel)
+            record = self._fingerprints.get(fingerprint)
+            return record.channels.get(channel) if record is not None else None
+
+    # the read-modify-writes of the document path (subclasses intercepting I/O) and of open
+    # incidents, atomic between threads too
     def _update_channel(self, *args: Any, **kwargs: Any) -> None:
         with self._lock:
             super()._update_channel(*args, **kwargs)
-
-    def clear_suppressed(self, *args: Any, **kwargs: Any) -> None:
-        with self._lock:
-            super().clear_suppressed(*args, **kwargs)
-
-    def reset_window(self, *args: Any, **kwargs: Any) -> None:
-        with self._lock:
-            super().reset_window(*args, **kwargs)
 
     def open_incident(self, *args: Any, **kwargs: Any) -> None:
         with self._lock:
@@ -148,12 +310,18 @@ class MemoryStore(DocumentStore):
             if item.id in self._outbox_meta:
                 self._unindex_item(item.id)
             self._index_item(item)
+            self._outbox_ranks[item.id] = (outbox_rank(item), item.created_at.isoformat())
+            if len(self._outbox_ranks) > 2 * len(self._outbox_meta) + 64:
+                self._outbox_ranks = {i: self._outbox_ranks[i] for i in self._outbox_meta}
             over = len(self._outbox_meta) - self.OUTBOX_LIMIT
             if over > 0:
-                metrics.incr("outbox", "dropped", count=over)
-                for oldest in list(itertools.islice(self._outbox_meta, over)):
-                    self._delete(self._outbox_item_key(oldest))
-                    self._unindex_item(oldest)
+                ranks = {i: self._outbox_ranks[i] for i in self._outbox_meta}
+                victims = outbox_victims(ranks, over)
+                for victim in victims:
+                    self._delete(self._outbox_item_key(victim))
+                    self._unindex_item(victim)
+                    del self._outbox_ranks[victim]
+                log_outbox_evictions({v: ranks[v][0] for v in victims}, self.OUTBOX_LIMIT)
 
     def outbox_claim(self, *, now: datetime, limit: int, lease: timedelta) -> list[OutboxItem]:
         with self._lock:
@@ -209,8 +377,17 @@ class MemoryStore(DocumentStore):
         """Nothing to unindex: deleting the documents already removed them from ``_known_keys``."""
 
     def prune_state(self, *, now: datetime, retention: timedelta) -> int:
+        """Forget fingerprints idle for longer than ``retention`` (counting each and each of its
+        channels as a record), then what :meth:`DocumentStore.prune_state` prunes.
+
+        :param now: the current time
+        :param retention: state idle for longer than this is stale
+        """
         with self._lock:
-            return super().prune_state(now=now, retention=retention)
+            horizon = now - retention
+            stale = [fp for fp, record in self._fingerprints.items() if record.last_activity() < horizon]
+            deleted = sum(1 + len(self._fingerprints.pop(fp).channels) for fp in stale)
+            return deleted + super().prune_state(now=now, retention=retention)
 
     def _prune_outbox(self, now: datetime) -> int:
         horizon = now - OUTBOX_ITEM_MAX_AGE
@@ -228,6 +405,7 @@ class MemoryStore(DocumentStore):
         """Forget everything (between tests)."""
         with self._lock:
             self._documents.clear()
+            self._fingerprints.clear()
             self._incidents.clear()
             self._history.clear()
             self._outbox_meta.clear()

@@ -59,8 +59,9 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> SleepSpy:
 @pytest.fixture
 def metric_calls(monkeypatch: pytest.MonkeyPatch) -> MetricsRecorder:
     recorder = MetricsRecorder()
-    monkeypatch.setattr(metrics, "incr", recorder.incr)
-    monkeypatch.setattr(metrics, "timing", recorder.timing)
+    # recorded where Airflow's Stats would be called, with the legacy (tag-folded) names on
+    monkeypatch.setattr(metrics, "_stats", lambda: recorder)
+    monkeypatch.setattr(metrics, "_legacy_on", True)
     return recorder
 
 

@@ -185,21 +185,26 @@ class SleepSpy:
 
 @dataclass
 class MetricsRecorder:
-    """Stands in for :func:`airflow_alerting.metrics.incr` / ``timing``."""
+    """Stands in for Airflow's ``Stats`` behind :mod:`airflow_alerting.metrics`: records counters."""
 
-    counters: list[tuple[str, ...]] = field(default_factory=list)
+    counters: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def incr(self, *parts: str, count: int = 1) -> None:
+    def incr(self, name: str, count: int = 1, *, tags: dict[str, str] | None = None) -> None:
         with self.lock:
-            self.counters.extend([tuple(parts)] * count)
+            self.counters.extend([name] * count)
 
-    def timing(self, seconds: float, *parts: str) -> None:
-        pass
+    def timing(self, name: str, milliseconds: float, *, tags: dict[str, str] | None = None) -> None:
+        """Timers are not asserted on by the fault suite."""
+
+    def gauge(self, name: str, value: float, *, tags: dict[str, str] | None = None) -> None:
+        """Gauges are not asserted on by the fault suite."""
 
     def count(self, *parts: str) -> int:
+        """How often ``alerting.<parts>`` (a legacy, tag-folded name such as ``sent.slack``) was counted."""
+        name = ".".join(("alerting", *parts))
         with self.lock:
-            return sum(1 for c in self.counters if c == tuple(parts))
+            return sum(1 for c in self.counters if c == name)
 
 
 @dataclass

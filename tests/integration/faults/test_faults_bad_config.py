@@ -276,6 +276,7 @@ BAD_OPTION_VALUES: list[tuple[str, str]] = [
     ("allowed_http_hosts", "127.0.0.1:8080"),
     ("history_limit", "lots"),
     ("maintenance_schedule", "every five minutes"),
+    ("zero_touch", "maybe"),
 ]
 
 

@@ -160,8 +160,9 @@ def test_dedup_key_bounded_and_distinct(key: str, opened: datetime) -> None:
         last_seen_at=opened,
     )
     assert len(inc.dedup_key) <= 255 and inc.dedup_key.startswith("airflow-alerting/")
-    # workers opening the same key at the same time agree on the id (Variables have no compare-and-set) ...
-    assert new_incident_id(key, opened + timedelta(seconds=1)) == new_incident_id(key, opened)
+    # workers opening the same key on the same day agree on the id (Variables have no compare-and-set) ...
+    same_day = opened.replace(hour=23, minute=59, second=59, microsecond=999999)
+    assert new_incident_id(key, same_day) == new_incident_id(key, opened)
     # ... while the key's next incident, which follows this one, gets a new id, as does another day
     assert new_incident_id(key, opened, inc.id) != inc.id
     assert new_incident_id(key, opened + timedelta(days=1)) != inc.id

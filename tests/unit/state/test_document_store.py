@@ -26,10 +26,12 @@ from airflow_alerting.state.base import (
     COUNTER_SHARDS,
     HISTORY_CHUNK,
     OUTBOX_ITEM_MAX_AGE,
+    OUTBOX_SHARDS,
     Claim,
     DocumentStore,
     OutboxItem,
     StateUnavailableError,
+    _shard_of,
 )
 from airflow_alerting.testing import MemoryStore
 
@@ -624,3 +626,79 @@ class CountingMemoryStore(MemoryStore):
 
 def counter(store: DocumentStore) -> int:
     return int(getattr(store, "round_trips", 0))
+
+
+def queued(n: int, *, action: str = "announce", severity: str = "high", reason: str = "first") -> OutboxItem:
+    return replace(
+        item(n, at=T0 + timedelta(seconds=n)),
+        notification={
+            "action": action,
+            "decision": {"reason": reason},
+            "classification": {"severity": severity},
+        },
+    )
+
+
+def test_a_full_outbox_drops_summaries_then_lower_severities_before_older_alerts(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = DictStore()
+    monkeypatch.setattr(DictStore, "OUTBOX_LIMIT", 4 * 3)  # 3 items per index shard
+    counted: dict[str, int] = {}
+    monkeypatch.setattr(
+        metrics,
+        "incr",
+        lambda *parts, count=1: counted.update({".".join(parts): counted.get(".".join(parts), 0) + count}),
+    )
+    # one index shard's worth: the oldest is the critical alert, the newest a summary
+    shard = [n for n in range(400) if _shard_of(f"item{n:04d}", OUTBOX_SHARDS) == 0][:6]
+    kinds = [
+        {"severity": "critical"},
+        {"severity": "low"},
+        {"action": "follow_up", "reason": "summary", "severity": "critical"},
+        {"severity": "high"},
+        {"action": "update", "reason": "updated", "severity": "high"},
+        {"severity": "medium"},
+    ]
+    with caplog.at_level("WARNING", logger="airflow_alerting.state"):
+        for n, kind in zip(shard, kinds, strict=True):
+            store.outbox_add(queued(n, **kind))
+
+    kept = ids(store._outbox())
+    # the two summaries go first (however severe), then the lowest severity: the oldest alert stays
+    assert kept == [f"item{shard[0]:04d}", f"item{shard[3]:04d}", f"item{shard[5]:04d}"]
+    assert counted["outbox.dropped"] == 3 and counted["outbox.dropped_alerts"] == 1
+    assert "least important first" in caplog.text
+    assert store.shared.keys("alerting.outbox.item.") == sorted(f"alerting.outbox.item.{k}" for k in kept)
+
+
+def test_a_summary_added_to_a_full_outbox_of_alerts_is_the_one_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = DictStore()
+    monkeypatch.setattr(DictStore, "OUTBOX_LIMIT", 4 * 2)
+    shard = [n for n in range(400) if _shard_of(f"item{n:04d}", OUTBOX_SHARDS) == 0][:3]
+    store.outbox_add(queued(shard[0], severity="low"))
+    store.outbox_add(queued(shard[1], severity="low"))
+
+    store.outbox_add(queued(shard[2], action="follow_up", reason="summary", severity="critical"))
+
+    assert ids(store._outbox()) == [f"item{shard[0]:04d}", f"item{shard[1]:04d}"]
+    assert store._read(store._outbox_item_key(f"item{shard[2]:04d}")) is None
+
+
+def test_outbox_rank_orders_alerts_above_summaries_then_by_severity() -> None:
+    from airflow_alerting.state.base import outbox_rank
+
+    alert = outbox_rank(queued(1, severity="low"))
+    summary = outbox_rank(queued(2, action="follow_up", reason="summary", severity="critical"))
+    escalated = outbox_rank(
+        replace(
+            queued(3, severity="medium"),
+            notification={**queued(3).notification, "escalation": {"to": "critical"}},
+        )
+    )
+    damaged = outbox_rank(replace(queued(4), notification={"classification": {"severity": "bogus"}}))
+
+    assert summary < alert < escalated
+    assert damaged == (1, 1)

@@ -1,5 +1,10 @@
-"""``python -m airflow_alerting.state.sql --conn-id ID``: create the tables ahead of time."""
+"""``python -m airflow_alerting.state.sql --conn-id ID``: create the tables ahead of time.
 
-from airflow_alerting.state.sql.cli import main
+An alias of ``airflow alerting state init`` (same flags, output and exit codes).
+"""
 
-raise SystemExit(main())
+import sys
+
+from airflow_alerting.cli.console import main
+
+raise SystemExit(main(["state", "init", *sys.argv[1:]], prog="python -m airflow_alerting.state.sql"))

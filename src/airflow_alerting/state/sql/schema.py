@@ -153,6 +153,66 @@ def _widen_mysql_text(engine: Engine, schema: _Schema, log: logging.Logger) -> N
             )
 
 
+#: longest cause (an incident title) kept in a history row: VARCHAR, so MySQL groups by all of it
+CAUSE_LENGTH = 512
+
+
+def _history_added_columns() -> list[Column[Any]]:
+    """The history columns analytics needs, added after the table's first release; all nullable."""
+    import sqlalchemy as sa
+
+    return [
+        sa.Column("incident_id", sa.String(64)),
+        sa.Column("dag_id", sa.String(KEY_LENGTH)),
+        sa.Column("task_id", sa.String(KEY_LENGTH)),
+        sa.Column("alert_id", sa.String(64)),
+        sa.Column("cause", sa.String(CAUSE_LENGTH)),
+    ]
+
+
+def _add_history_columns(engine: Engine, schema: _Schema, log: logging.Logger) -> frozenset[str]:
+    """Add the columns of :func:`_history_added_columns` that a history table made earlier lacks.
+
+    ``create_all`` never alters an existing table, so without this an upgraded deployment would
+    keep writing rows analytics cannot attribute.  Idempotent; a concurrent process adding the same
+    column is tolerated.  A user without ALTER rights gets a warning naming the statement, and the
+    store keeps writing the columns that exist.
+
+    :return: the added columns the table has now
+    """
+    import sqlalchemy as sa
+
+    table = schema.history
+    wanted = {c.name: c for c in _history_added_columns()}
+
+    def present() -> set[str]:
+        return {c["name"] for c in sa.inspect(engine).get_columns(table.name)} & set(wanted)
+
+    have = present()
+    for name in sorted(set(wanted) - have):
+        column_type = wanted[name].type.compile(dialect=engine.dialect)
+        quoted = engine.dialect.identifier_preparer
+        statement = (
+            f"ALTER TABLE {quoted.format_table(table)} ADD COLUMN {quoted.quote(name)} {column_type} NULL"
+        )
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(statement)
+            log.info("alerting SQL store added %s.%s", table.name, name)
+        except Exception as exc:
+            if name in present():
+                continue  # another process added it meanwhile
+            log.warning(
+                "alerting SQL store could not add %s.%s (analytics will not see it): %s; run %r "
+                "as a user with ALTER rights",
+                table.name,
+                name,
+                getattr(exc, "orig", None) or exc,
+                statement,
+            )
+    return frozenset(present())
+
+
 @cache
 def _schema(prefix: str) -> _Schema:
     import sqlalchemy as sa
@@ -237,6 +297,8 @@ def _schema(prefix: str) -> _Schema:
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("run_id", sa.String(255)),
         sa.Column("why", sa.Text(), nullable=False),
+        # added after 0.1: tables made before get them from _add_history_columns
+        *_history_added_columns(),
         sa.Index(f"{prefix}history_at", "at"),
         **options,
     )

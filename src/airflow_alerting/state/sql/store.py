@@ -26,7 +26,7 @@ from airflow_alerting.state.sql.claims import _ClaimOperations
 from airflow_alerting.state.sql.connection import _ENGINES_LOCK, _upsert_insert
 from airflow_alerting.state.sql.core import log
 from airflow_alerting.state.sql.incidents import _IncidentOperations
-from airflow_alerting.state.sql.schema import _as_utc, _digest, _key
+from airflow_alerting.state.sql.schema import CAUSE_LENGTH, _add_history_columns, _as_utc, _digest, _key
 
 #: free-text history fields are cut to this many characters (MySQL TEXT holds 64 KiB of UTF-8)
 _TEXT_LENGTH = 4000
@@ -42,6 +42,9 @@ _QUARANTINED_UNTIL = datetime(9000, 1, 1, tzinfo=timezone.utc)
 # append_history calls per (URL, prefix) in this process: the DAG processor builds a store per
 # callback, and a per-instance count would prune on every one of them
 _HISTORY_CALLS: dict[tuple[str, str], int] = {}
+
+# (URL, prefix) -> the history columns added after 0.1 that the table has (after adding them)
+_HISTORY_COLUMNS: dict[tuple[str, str], frozenset[str]] = {}
 
 
 class SqlStore(_IncidentOperations, _ClaimOperations, StateStore):
@@ -374,10 +377,22 @@ class SqlStore(_IncidentOperations, _ClaimOperations, StateStore):
         ]
         return sorted(incidents, key=lambda i: (i.opened_at, i.channel, i.fingerprint))
 
+    def _history_columns(self) -> frozenset[str]:
+        """The added history columns the table has, adding missing ones once per process."""
+        key = self._ready_key()
+        with _ENGINES_LOCK:
+            known = _HISTORY_COLUMNS.get(key)
+        if known is None:
+            known = _add_history_columns(self._engine(), self._schema(), log)
+            with _ENGINES_LOCK:
+                _HISTORY_COLUMNS[key] = known
+        return known
+
     def _append_history(self, entries: Sequence[HistoryEntry]) -> None:
         import sqlalchemy as sa
 
         t = self._schema().history
+        added = self._history_columns()
         rows = [
             {
                 "at": entry.at,
@@ -392,6 +407,7 @@ class SqlStore(_IncidentOperations, _ClaimOperations, StateStore):
                 "detail": entry.detail[:_TEXT_LENGTH],
                 "run_id": entry.run_id[:255] if entry.run_id is not None else None,
                 "why": entry.why[:_TEXT_LENGTH],
+                **{name: value for name, value in _added_history_values(entry).items() if name in added},
             }
             for entry in entries
         ]
@@ -473,25 +489,12 @@ class SqlStore(_IncidentOperations, _ClaimOperations, StateStore):
         import sqlalchemy as sa
 
         t = self._schema().history
+        added = self._history_columns()
+        # a table the added columns could not be added to is read without them
+        columns = [c for c in t.columns if c.name in added or c.name not in _ADDED_HISTORY_COLUMNS]
         with self._begin() as conn:
-            rows = conn.execute(sa.select(t).order_by(t.c.id.desc()).limit(limit)).all()
-        return [
-            HistoryEntry(
-                at=row.at,
-                fingerprint=row.fingerprint,
-                source=row.source,
-                kind=row.kind,
-                severity=row.severity,
-                channel=row.channel,
-                reason=row.reason,
-                sent=bool(row.sent),
-                delivered=None if row.delivered is None else bool(row.delivered),
-                detail=row.detail,
-                run_id=row.run_id,
-                why=row.why,
-            )
-            for row in rows
-        ]
+            rows = conn.execute(sa.select(*columns).order_by(t.c.id.desc()).limit(limit)).all()
+        return [history_from_row(row._mapping) for row in rows]
 
     def _outbox_values(self, item: OutboxItem) -> dict[str, Any]:
         return {
@@ -609,3 +612,40 @@ def _json_object(value: Any) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise ValueError(f"expected a JSON object, found {type(parsed).__name__}")
     return parsed
+
+
+#: the history columns added after 0.1 (see ``schema._history_added_columns``)
+_ADDED_HISTORY_COLUMNS = frozenset({"incident_id", "dag_id", "task_id", "alert_id", "cause"})
+
+
+def _added_history_values(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "incident_id": entry.incident_id[:64] if entry.incident_id is not None else None,
+        "dag_id": _key(entry.dag_id) if entry.dag_id is not None else None,
+        "task_id": _key(entry.task_id) if entry.task_id is not None else None,
+        "alert_id": entry.alert_id[:64] if entry.alert_id is not None else None,
+        "cause": entry.cause[:CAUSE_LENGTH] if entry.cause is not None else None,
+    }
+
+
+def history_from_row(row: Any) -> HistoryEntry:
+    """A history entry from a row (a mapping) of the history table; missing added columns read as ``None``."""
+    return HistoryEntry(
+        at=row["at"],
+        fingerprint=row["fingerprint"],
+        source=row["source"],
+        kind=row["kind"],
+        severity=row["severity"],
+        channel=row["channel"],
+        reason=row["reason"],
+        sent=bool(row["sent"]),
+        delivered=None if row["delivered"] is None else bool(row["delivered"]),
+        detail=row["detail"],
+        run_id=row["run_id"],
+        why=row["why"],
+        incident_id=row.get("incident_id"),
+        dag_id=row.get("dag_id"),
+        task_id=row.get("task_id"),
+        alert_id=row.get("alert_id"),
+        cause=row.get("cause"),
+    )
