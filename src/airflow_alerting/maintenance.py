@@ -19,6 +19,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_alerting import metrics
+
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
@@ -36,9 +38,19 @@ def redeliver_outbox(limit: int = 200, manager: AlertManager | None = None) -> d
     """
     from airflow_alerting.manager import shared_manager
 
-    outcomes = (manager or shared_manager()).redeliver_outbox(limit=limit)
+    manager = manager or shared_manager()
+    outcomes = manager.redeliver_outbox(limit=limit)
     delivered = sum(1 for o in outcomes if o.delivery is not None and o.delivery.ok)
-    return {"attempted": len(outcomes), "delivered": delivered, "still_failing": len(outcomes) - delivered}
+    counts = {"attempted": len(outcomes), "delivered": delivered, "still_failing": len(outcomes) - delivered}
+    try:
+        depth = manager.store.outbox_depth()
+    except Exception as err:  # housekeeping: the counts above matter more than the gauge
+        log.warning("cannot count the alert outbox: %s", err)
+        depth = None
+    if depth is not None:
+        metrics.gauge("alerting.outbox.depth", depth)
+        counts["queued"] = depth
+    return counts
 
 
 def trending_causes(manager: AlertManager) -> list[Trend]:

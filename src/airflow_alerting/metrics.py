@@ -168,6 +168,12 @@ CATALOGUE: Final[Mapping[str, MetricSpec]] = MappingProxyType(
                 "(20 after an alert, 200 in the `alerting_maintenance` DAG; the limit itself means "
                 "that many or more): the depth of the redelivery backlog.",
             ),
+            _spec(
+                "alerting.outbox.depth",
+                _G,
+                "Notifications waiting in the outbox, due or not, counted by each run of the "
+                "`alerting_maintenance` DAG's `redeliver_outbox` (after its sweep).",
+            ),
             _spec("alerting.outbox.added", _C, "Undelivered notifications queued for redelivery."),
             _spec(
                 "alerting.outbox.lost",

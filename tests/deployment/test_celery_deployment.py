@@ -224,7 +224,7 @@ def test_maintenance_dag_writes_the_final_state(
     before = len(slack.messages)
     state, counts = deployment.run_maintenance()
     assert state == "success"
-    assert counts == {"attempted": 0, "delivered": 0, "still_failing": 0}
+    assert counts == {"attempted": 0, "delivered": 0, "still_failing": 0, "queued": 0}
     assert len(slack.messages) == before, [m.get("text") for m in slack.messages[before:]]
     assert deployment.api("GET", f"/api/v2/dags/{MAINTENANCE_DAG}/dagRuns")["total_entries"] == 2
 

@@ -167,6 +167,11 @@ class StateStore(abc.ABC):
     #: a short name for logs and metrics
     name: str = "state"
 
+    def outbox_depth(self) -> int | None:
+        """How many notifications wait in the outbox (due or not), or ``None`` when this store
+        cannot count them; read by the maintenance DAG for the ``alerting.outbox.depth`` gauge."""
+        return None
+
     @abc.abstractmethod
     def record_occurrence(
         self,

@@ -100,8 +100,8 @@ class MemoryStore(DocumentStore):
         self._outbox_by_incident: dict[str, set[str]] = {}
         self._outbox_due: list[tuple[datetime, int, str]] = []
         self._outbox_seq = itertools.count()
-        # what a full outbox drops first (outbox_rank, created at): recorded once, when an item is
-        # added; entries of items gone since are swept when the map outgrows the outbox
+        # what a full outbox drops first (outbox_rank, created at) of every queued item: recorded
+        # once, when the item is added, forgotten with it (_forget_item)
         self._outbox_ranks: dict[str, tuple[tuple[int, int], str]] = {}
         self._fingerprints: dict[str, _Fingerprint] = {}
         # a subclass that intercepts the document I/O (to simulate an outage, or count round trips)
@@ -311,17 +311,23 @@ class MemoryStore(DocumentStore):
                 self._unindex_item(item.id)
             self._index_item(item)
             self._outbox_ranks[item.id] = (outbox_rank(item), item.created_at.isoformat())
-            if len(self._outbox_ranks) > 2 * len(self._outbox_meta) + 64:
-                self._outbox_ranks = {i: self._outbox_ranks[i] for i in self._outbox_meta}
             over = len(self._outbox_meta) - self.OUTBOX_LIMIT
             if over > 0:
-                ranks = {i: self._outbox_ranks[i] for i in self._outbox_meta}
-                victims = outbox_victims(ranks, over)
+                victims = outbox_victims(self._outbox_ranks, over)
+                dropped = {v: self._outbox_ranks[v][0] for v in victims}
                 for victim in victims:
-                    self._delete(self._outbox_item_key(victim))
-                    self._unindex_item(victim)
-                    del self._outbox_ranks[victim]
-                log_outbox_evictions({v: ranks[v][0] for v in victims}, self.OUTBOX_LIMIT)
+                    self._forget_item(victim)
+                log_outbox_evictions(dropped, self.OUTBOX_LIMIT)
+
+    def _forget_item(self, item_id: str) -> None:
+        self._delete(self._outbox_item_key(item_id))
+        self._unindex_item(item_id)
+        self._outbox_ranks.pop(item_id, None)
+
+    def outbox_depth(self) -> int:
+        """How many items the outbox holds."""
+        with self._lock:
+            return len(self._outbox_meta)
 
     def outbox_claim(self, *, now: datetime, limit: int, lease: timedelta) -> list[OutboxItem]:
         with self._lock:
@@ -333,7 +339,7 @@ class MemoryStore(DocumentStore):
                     continue  # removed or rescheduled since this entry was pushed
                 data = self._read(self._outbox_item_key(item_id))
                 if data is None:
-                    self._unindex_item(item_id)
+                    self._forget_item(item_id)
                     continue
                 item = replace(OutboxItem.from_json(data), next_attempt_at=now + lease)
                 self._write(self._outbox_item_key(item_id), item.to_json())
@@ -353,15 +359,13 @@ class MemoryStore(DocumentStore):
     def outbox_remove(self, item_id: str) -> None:
         with self._lock:
             if item_id in self._outbox_meta:
-                self._delete(self._outbox_item_key(item_id))
-                self._unindex_item(item_id)
+                self._forget_item(item_id)
 
     def outbox_drop(self, incident_key: str) -> int:
         with self._lock:
             gone = list(self._outbox_by_incident.get(incident_key, ()))
             for item_id in gone:
-                self._delete(self._outbox_item_key(item_id))
-                self._unindex_item(item_id)
+                self._forget_item(item_id)
             return len(gone)
 
     # --- retention ----------------------------------------------------------------------------
@@ -397,8 +401,7 @@ class MemoryStore(DocumentStore):
             if data is None or OutboxItem.from_json(data).created_at < horizon:
                 old.append(item_id)
         for item_id in old:
-            self._delete(self._outbox_item_key(item_id))
-            self._unindex_item(item_id)
+            self._forget_item(item_id)
         return len(old)
 
     def clear(self) -> None:
@@ -409,5 +412,6 @@ class MemoryStore(DocumentStore):
             self._incidents.clear()
             self._history.clear()
             self._outbox_meta.clear()
+            self._outbox_ranks.clear()
             self._outbox_by_incident.clear()
             self._outbox_due.clear()

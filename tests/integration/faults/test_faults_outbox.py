@@ -227,16 +227,17 @@ def test_the_maintenance_dag_task_redelivers_with_the_shared_manager(
     assert outcome.failed == ("slack",)
     assert set(outcome.sent_to) == {"email", "pagerduty"}
 
-    assert maintenance.redeliver_outbox() == {"attempted": 0, "delivered": 0, "still_failing": 0}
+    # not due yet, but queued (the maintenance run reports the depth)
+    assert maintenance.redeliver_outbox() == {"attempted": 0, "delivered": 0, "still_failing": 0, "queued": 1}
 
     faults.clock.advance(minutes=1)
     counts = maintenance.redeliver_outbox()
 
-    assert counts == {"attempted": 1, "delivered": 1, "still_failing": 0}
+    assert counts == {"attempted": 1, "delivered": 1, "still_failing": 0, "queued": 0}
     assert manager_module.shared_manager() is shared
     [message] = faults.slack.messages
     assert message["channel"] == SLACK_CHANNEL
-    assert maintenance.redeliver_outbox() == {"attempted": 0, "delivered": 0, "still_failing": 0}
+    assert maintenance.redeliver_outbox() == {"attempted": 0, "delivered": 0, "still_failing": 0, "queued": 0}
 
 
 def test_maintenance_reports_items_that_still_fail(faults: Faults, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,7 +254,7 @@ def test_maintenance_reports_items_that_still_fail(faults: Faults, monkeypatch: 
     manager_module.shared_manager().handle(failure(), severity=Severity.CRITICAL)
     faults.clock.advance(minutes=1)
 
-    assert maintenance.redeliver_outbox() == {"attempted": 1, "delivered": 0, "still_failing": 1}
+    assert maintenance.redeliver_outbox() == {"attempted": 1, "delivered": 0, "still_failing": 1, "queued": 1}
 
 
 def test_a_recovery_before_redelivery_does_not_leave_a_page_ringing(faults: Faults) -> None:

@@ -683,3 +683,14 @@ def test_create_tables_is_idempotent(make_store: StoreFactory) -> None:
         )
     ]
     assert make_store().create_tables() == names
+
+
+def test_outbox_depth_counts_every_queued_item(store: SqlStore) -> None:
+    assert store.outbox_depth() == 0
+    store.outbox_add(outbox_item("a", T0, T0))
+    store.outbox_add(outbox_item("later", T0, T0 + timedelta(hours=1)))
+    store.outbox_add(outbox_item("a", T0, T0))  # replaced, not added
+
+    assert store.outbox_depth() == 2
+    store.outbox_remove("item-a")
+    assert store.outbox_depth() == 1

@@ -702,3 +702,16 @@ def test_outbox_rank_orders_alerts_above_summaries_then_by_severity() -> None:
 
     assert summary < alert < escalated
     assert damaged == (1, 1)
+
+
+def test_outbox_depth_counts_due_and_later_items_until_they_are_removed(store: DocumentStore) -> None:
+    assert store.outbox_depth() == 0
+    store.outbox_add(item(1))
+    store.outbox_add(item(2, due=T0 + timedelta(hours=1)))
+    store.outbox_add(item(1))  # the same id replaces, it does not add
+
+    assert store.outbox_depth() == 2
+    (claimed,) = store.outbox_claim(now=T0, limit=10, lease=LEASE)
+    assert store.outbox_depth() == 2  # leased, still queued
+    store.outbox_remove(claimed.id)
+    assert store.outbox_depth() == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import uuid
 from dataclasses import replace
@@ -64,6 +65,10 @@ class DocumentOutbox(DocumentHistory):
             for k, v in _mapping(self._read(self._outbox_index_key(shard)), "items").items()
             if isinstance(v, dict)
         }
+
+    def outbox_depth(self) -> int:
+        """How many items the outbox indexes list (one read per index shard)."""
+        return sum(len(self._outbox_index(shard)) for shard in range(OUTBOX_SHARDS))
 
     def _outbox(self) -> list[dict[str, Any]]:
         """Every item (oldest first), without claiming any: for tests and tools."""
@@ -226,8 +231,8 @@ def outbox_victims(entries: dict[str, tuple[tuple[int, int], str]], over: int) -
     """
     if over <= 0:
         return []
-    order = sorted(entries, key=lambda k: (tuple(entries[k][0]), entries[k][1], k))
-    return order[:over]
+    # a full outbox evicts on every add: a partial selection, not a sort of the whole outbox
+    return heapq.nsmallest(over, entries, key=lambda k: (tuple(entries[k][0]), entries[k][1], k))
 
 
 def _entry_rank(entry: dict[str, Any]) -> tuple[tuple[int, int], str]:

@@ -240,6 +240,10 @@ class SqlStore(_IncidentOperations, _ClaimOperations, StateStore):
         """
         self._run("outbox_remove", lambda: self._outbox_remove(item_id))
 
+    def outbox_depth(self) -> int:
+        """How many items the outbox table holds (one ``COUNT``)."""
+        return self._run("outbox_depth", self._outbox_depth)
+
     def outbox_drop(self, incident_key: str) -> int:
         """Forget every item of ``incident_key`` (the task recovered); return how many.
 
@@ -585,6 +589,13 @@ class SqlStore(_IncidentOperations, _ClaimOperations, StateStore):
         t = self._schema().outbox
         with self._begin() as conn:
             conn.execute(sa.delete(t).where(t.c.id == _key(item_id)))
+
+    def _outbox_depth(self) -> int:
+        import sqlalchemy as sa
+
+        t = self._schema().outbox
+        with self._begin() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
 
     def _outbox_drop(self, incident_key: str) -> int:
         import sqlalchemy as sa
