@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_alerting import metrics, throttle
 from airflow_alerting.model import (
@@ -17,11 +17,6 @@ from airflow_alerting.model import (
     suppression_from_json,
     suppression_to_json,
 )
-
-if TYPE_CHECKING:
-    pass
-
-
 from airflow_alerting.state.base import (
     COUNTER_SHARDS,
     MAX_OCCURRENCE_TIMES,

@@ -7,16 +7,13 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_alerting import throttle
 from airflow_alerting.model import (
     SuppressionSummary,
     suppression_from_json,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def _parse_occurrence(value: Any) -> tuple[datetime, str] | None:

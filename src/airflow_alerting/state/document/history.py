@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_alerting.model import (
     HistoryEntry,
 )
-
-if TYPE_CHECKING:
-    pass
-
-
 from airflow_alerting.state.base import (
     HISTORY_CHUNK,
     HISTORY_SHARDS,

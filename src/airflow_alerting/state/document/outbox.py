@@ -8,17 +8,12 @@ import logging
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_alerting import metrics
 from airflow_alerting.model import (
     Severity,
 )
-
-if TYPE_CHECKING:
-    pass
-
-
 from airflow_alerting.state.base import (
     OUTBOX_SHARDS,
     OutboxItem,
