@@ -2,16 +2,18 @@
 
 Scenarios (``--only`` takes these names; repeat it to pick several):
 
-1. ``storm``: the alert storm at 1x and 10x (``--scale-100`` adds 100x): messages per channel,
-   ours and stock, ratio to the floor, incidents, failures unaccounted, causes never named.
+1. ``storm``: the alert storm at 1x, 10x and 100x (``--storm-scales`` picks others): messages per
+   channel, ours and stock, ratio to the floor, incidents, failures unaccounted, causes never named.
 2. ``decision``: decision cost per alert (context to notifications, recording channels) for
-   ``MemoryStore``, ``SqlStore`` on SQLite and PostgreSQL and ``VariableStore`` on the metadata
-   database, with the state of one storm and of one hundred.
+   ``MemoryStore``, ``SqlStore`` on SQLite and PostgreSQL, with the state of one storm and of one
+   hundred, and ``VariableStore`` on the metadata database (ORM) and through a real API server
+   (a deployment: the callback runs in a Celery worker's task process; ``scenarios.api_server``).
 3. ``parse``: what importing the provider and building one notifier adds to a DAG file over
    ``import airflow.sdk``, against the stock Slack, PagerDuty and SMTP notifiers.
 4. ``concurrency``: 16 processes alerting mixed causes through ``SqlStore`` on PostgreSQL, and
-   16 processes alerting one cause through ``VariableStore``, storm after storm
-   (``measure()`` of ``bench/variables_duplicate_rate.py``).
+   16 processes alerting one cause through ``VariableStore``, storm after storm, on the metadata
+   DB (``measure()`` of ``bench/variables_duplicate_rate.py``) and through a real API server
+   (16 task processes of two Celery workers).
 5. ``slow``: one channel that never answers: callback time against the deadline, ours and stock.
 
 Needs PostgreSQL on 127.0.0.1:5432 (db ``test``; ``ALERTING_BENCH_POSTGRES_URL`` overrides it);
@@ -19,8 +21,8 @@ Prints the tables, writes them to
 ``bench/results/run.txt`` (``run_short.txt`` with ``--short``) and exits 1 when a count that
 must hold does not (never for a timing)::
 
-    .venv/bin/python bench/run.py                 # everything but the 100x storm (~20 min on 2 cores)
-    .venv/bin/python bench/run.py --scale-100     # ... and the 100x storm (adds ~... min)
+    .venv/bin/python bench/run.py                 # everything (see docs/performance.md for how long)
+    .venv/bin/python bench/run.py --storm-scales 1 10   # ... without the 100x storm
     .venv/bin/python bench/run.py --short         # CI: small sizes, under a minute
     .venv/bin/python bench/run.py --only storm --only slow
 """
@@ -56,12 +58,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", choices=sorted(SCENARIOS), help="run only this scenario (repeatable)"
     )
-    parser.add_argument("--scale-100", action="store_true", help="also replay the 100x storm (slow)")
+    parser.add_argument(
+        "--storm-scales",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="storm scales to replay (default: 1 10 100; --short: 1)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="storm seed (default: 0)")
     parser.add_argument(
         "--variables-storms",
         type=int,
-        help="most Variables storms, within 5 min (default: 100; 0 skips it; --short: 0)",
+        help=(
+            "most Variables storms, within 5 min, on the metadata DB and through the API server "
+            "(default: 100; 0 skips both; --short: 0)"
+        ),
     )
     parser.add_argument(
         "--output", type=Path, help="where to write the tables (default: bench/results/run.txt)"
@@ -70,9 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.variables_storms is not None and args.variables_storms < 0:
         parser.error("--variables-storms must be at least 0")
-    scales = (1,) if args.short else (1, 10)
-    if args.scale_100:
-        scales = (*scales, 100)
+    if args.storm_scales is not None and min(args.storm_scales) < 1:
+        parser.error("--storm-scales must be at least 1")
+    scales = tuple(args.storm_scales or ((1,) if args.short else (1, 10, 100)))
     chosen = args.only or list(SCENARIOS)
     loopback_only()
     results: list[Result] = []
@@ -120,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 indent=2,
             )
         )
-    return 0 if not failures and all(c.ok for c in checks) else 1
+    return 0 if not failures and all(c.ok for c in checks if not c.target) else 1
 
 
 def report(results: Sequence[Result], failures: Sequence[str], short: bool, seconds: float) -> str:
@@ -142,13 +153,17 @@ def report(results: Sequence[Result], failures: Sequence[str], short: bool, seco
         lines.append(f"({result.scenario}: {result.seconds:.1f} s)")
         lines.append("")
     checks: list[Check] = [c for r in results for c in r.checks]
-    lines.append(
-        Table(
-            "Counts that must hold (exit status 1 when one does not)",
-            ("check", "value", "limit", "ok"),
-            tuple((c.name, f"{c.value:g}", f"{c.limit:g}", "yes" if c.ok else "NO") for c in checks),
-        ).format()
-    )
+    for title, chosen, verdict in (
+        ("Targets of the issue (reported; the exit status ignores them)", True, "met"),
+        ("Counts that must hold (exit status 1 when one does not)", False, "ok"),
+    ):
+        rows = tuple(
+            (c.name, f"{c.value:g}", f"{c.limit:g}", "yes" if c.ok else "NO")
+            for c in checks
+            if c.target is chosen
+        )
+        if rows:
+            lines.append(Table(title, ("check", "value", "limit", verdict), rows).format())
     for failure in failures:
         lines.append(f"FAILED {failure}")
     lines.append(f"total: {seconds:.1f} s")

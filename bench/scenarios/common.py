@@ -76,18 +76,21 @@ class Table:
 
 @dataclass(frozen=True)
 class Check:
-    """A count that must hold whatever the machine (never a timing).
+    """A count that must hold whatever the machine, or an issue's target (reported, not enforced).
 
     :param name: what is checked, e.g. ``storm x1 slack messages / causes <= 1.15``
     :param value: the measured value
     :param limit: the bound it must respect
     :param ok: whether it does
+    :param target: a target of the issue (a ratio or a timing): reported as met or not, while
+        the exit status follows only the counts that must hold
     """
 
     name: str
     value: float
     limit: float
     ok: bool
+    target: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,16 @@ def at_most(name: str, value: float, limit: float) -> Check:
     :param limit: the largest acceptable value
     """
     return Check(name, float(value), float(limit), value <= limit)
+
+
+def target_at_most(name: str, value: float, limit: float) -> Check:
+    """A target that ``value <= limit``: reported as met or not, never failing the run.
+
+    :param name: what is measured against the target
+    :param value: the measured value
+    :param limit: the target
+    """
+    return Check(name, float(value), float(limit), value <= limit, target=True)
 
 
 def quantile(values: Sequence[float], q: float) -> float:

@@ -10,6 +10,10 @@ the store's incidents do not count: 0 is right) and causes split over several in
 ``VariableStore``: :func:`measure` of ``bench/variables_duplicate_rate.py`` (16 processes, each
 its own interpreter with Airflow's ORM on one fresh PostgreSQL metadata DB, failing at once with
 the same cause, storm after storm); its duplicates and lost occurrences scaled to 100 storms.
+
+``VariableStore (API server)`` (not in ``--short``): the same storms as task failures on a real
+Celery deployment, whose callbacks reach Variables through the Task SDK and the API server, for
+:data:`VARIABLES_BUDGET` seconds (``api_server.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
-from .common import POSTGRES_URL, ROOT, Options, Result, Table, at_most, quiet, warm_pipeline
+from .common import POSTGRES_URL, ROOT, Check, Options, Result, Table, at_most, quiet, warm_pipeline
 
 NAME = "concurrency"
 CONTEXT = multiprocessing.get_context("fork")
@@ -247,7 +251,38 @@ def run(options: Options) -> Result:
         )
     else:
         notes.append("VariableStore run skipped (--short, or --variables-storms 0).")
+    if not options.short and options.variables_storms > 0:
+        _api_server_row(options, rows, notes, checks, figures)
     return Result(NAME, (_table(rows, notes),), tuple(checks), figures)
+
+
+def _api_server_row(
+    options: Options,
+    rows: list[tuple[str, ...]],
+    notes: list[str],
+    checks: list[Check],
+    figures: dict[str, Any],
+) -> None:
+    """Storms through ``VariableStore`` on a real API server (``api_server.py``): add its row, notes, checks.
+
+    Its own Celery deployment: about a minute of start-up, then :data:`VARIABLES_BUDGET` of storms.
+    """
+    from . import api_server
+
+    try:
+        found = api_server.measure_storms(options.workdir, options.variables_storms, VARIABLES_BUDGET)
+    except Exception as err:
+        notes.append(
+            f"VariableStore (API server) run FAILED: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        )
+        checks.append(at_most("concurrency VariableStore (API server): measurement failed", 1, 0))
+        return
+    rows.append(api_server.storm_row(found))
+    notes.extend(api_server.storm_notes(found))
+    label = "concurrency VariableStore (API server)"
+    checks.append(at_most(f"{label}: storms that posted nothing", found["lost_alerts"], 0))
+    checks.append(at_most(f"{label}: occurrences lost", found["lost_occurrences"], 0))
+    figures.update({f"concurrency.variables_api.{k}": v for k, v in found.items() if not isinstance(v, list)})
 
 
 def _table(rows: list[tuple[str, ...]], notes: list[str]) -> Table:

@@ -12,6 +12,10 @@ database is migrated first: outside a worker the store reaches Variables through
 model (the metadata-DB path), which is what this measures; in a worker the same calls go through
 the Task SDK to the API server.  Its claim verification pause (``verify_delay``, 0.1-0.2 s) is
 part of every decision that sends, as in production.
+
+``VariableStore (API server)`` (not in ``--short``) is that worker path: the same sample in the
+failure callback of a real task on a Celery deployment, timed by the ``alerting.callback.duration``
+StatsD timer; see ``api_server.py``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from .common import (
     quantile,
     quiet,
     ratio,
+    target_at_most,
     warm_pipeline,
 )
 
@@ -47,6 +52,8 @@ NAME = "decision"
 _FAILURES_PER_STORM = 606
 _CAUSES_PER_STORM = 31
 _CLASSES: dict[str, type[BaseException]] = {}
+#: state scales of the API server row (100x only if its preload fits ``api_server``'s budget)
+API_SERVER_SCALES = (1, 10, 100)
 
 
 def exception_class(exception_type: str, mro: Sequence[str]) -> type[BaseException]:
@@ -112,24 +119,17 @@ def _word(index: int) -> str:
     return out
 
 
-def measure(store: Any, scale: int, alerts: int, seed: int) -> dict[str, Any]:
-    """Load ``store`` with the state of ``scale`` storms, then time ``alerts`` decisions.
+def recording_manager(store: Any, clock: Any) -> tuple[Any, dict[str, Any]]:
+    """The measured pipeline: default policy, ``store``, recording channels, one delivery attempt.
 
-    :param store: a fresh state store
-    :param scale: storms' worth of state preloaded
-    :param alerts: decisions timed
-    :param seed: the storm seed
-    :return: ``seconds`` (one per decision), ``preload_seconds``, ``sent`` (notifications recorded)
+    :param store: the state store
+    :param clock: the manager's clock (a :class:`~airflow_alerting.testing.FrozenClock`)
+    :return: the manager and its channels by name
     """
-    from airflow_alerting.context import alert_from_context
     from airflow_alerting.manager import AlertManager, DeliveryOptions
-    from airflow_alerting.model import Alert, HistoryEntry
     from airflow_alerting.policy import AlertPolicy
-    from airflow_alerting.testing import FrozenClock, RecordingChannel
-    from airflow_alerting.testing.storm import generate_storm
+    from airflow_alerting.testing import RecordingChannel
 
-    warm_pipeline()
-    clock = FrozenClock()
     channels = {
         "slack": RecordingChannel("slack", editable=True),
         "email": RecordingChannel("email"),
@@ -142,6 +142,22 @@ def measure(store: Any, scale: int, alerts: int, seed: int) -> dict[str, Any]:
         clock=clock,
         delivery=DeliveryOptions(attempts=1, deadline=30, backoff_base=0.0, backoff_cap=0.0),
     )
+    return manager, channels
+
+
+def preload(manager: Any, store: Any, clock: Any, scale: int) -> float:
+    """Give ``store`` the state of ``scale`` storms through ``manager``; return the seconds it took.
+
+    ``scale`` x 606 history entries, then ``scale`` x 31 alerts of distinct causes (open
+    incidents), one second apart on ``clock``, which ends ``scale`` x 31 seconds later.
+
+    :param manager: a manager on ``store`` and ``clock`` (:func:`recording_manager`)
+    :param store: the state store
+    :param clock: the manager's clock
+    :param scale: storms' worth of state
+    """
+    from airflow_alerting.model import Alert, HistoryEntry
+
     began = time.perf_counter()
     entries = [
         HistoryEntry(
@@ -172,15 +188,38 @@ def measure(store: Any, scale: int, alerts: int, seed: int) -> dict[str, Any]:
             )
         )
         clock.advance(seconds=1)
-    preload_seconds = time.perf_counter() - began
-    for channel in channels.values():
-        channel.notifications.clear()
+    return time.perf_counter() - began
+
+
+def sample_events(seed: int, alerts: int) -> list[Any]:
+    """An even sample of ``alerts`` failures of the default storm (mixed causes, the outage included).
+
+    :param seed: the storm seed
+    :param alerts: how many
+    """
+    from airflow_alerting.testing.storm import generate_storm
+
     storm = generate_storm(seed, scale=1)
     step = max(1, len(storm.events) // alerts)
-    sample = storm.events[::step][:alerts]
+    return list(storm.events[::step][:alerts])
+
+
+def decide(manager: Any, clock: Any, events: Sequence[Any]) -> list[float]:
+    """Run ``events`` through what a worker's callback runs; return the seconds of each decision.
+
+    Each: :func:`~airflow_alerting.context.alert_from_context` on a context carrying a real
+    exception of the failure's class, then ``manager.handle``; ``clock`` follows the events'
+    offsets from where it stands.
+
+    :param manager: the manager measured
+    :param clock: its clock
+    :param events: :class:`~airflow_alerting.testing.storm.StormEvent` s, in order
+    """
+    from airflow_alerting.context import alert_from_context
+
     start = clock.now
     seconds: list[float] = []
-    for event in sample:
+    for event in events:
         due = start + event.offset
         if due > clock.now:
             clock.advance(due - clock.now)
@@ -189,6 +228,27 @@ def measure(store: Any, scale: int, alerts: int, seed: int) -> dict[str, Any]:
         began = time.perf_counter()
         manager.handle(alert_from_context(context))
         seconds.append(time.perf_counter() - began)
+    return seconds
+
+
+def measure(store: Any, scale: int, alerts: int, seed: int) -> dict[str, Any]:
+    """Load ``store`` with the state of ``scale`` storms, then time ``alerts`` decisions.
+
+    :param store: a fresh state store
+    :param scale: storms' worth of state preloaded
+    :param alerts: decisions timed
+    :param seed: the storm seed
+    :return: ``seconds`` (one per decision), ``preload_seconds``, ``sent`` (notifications recorded)
+    """
+    from airflow_alerting.testing import FrozenClock
+
+    warm_pipeline()
+    clock = FrozenClock()
+    manager, channels = recording_manager(store, clock)
+    preload_seconds = preload(manager, store, clock, scale)
+    for channel in channels.values():
+        channel.notifications.clear()
+    seconds = decide(manager, clock, sample_events(seed, alerts))
     sent = sum(len(c.notifications) for c in channels.values())
     return {"seconds": seconds, "preload_seconds": preload_seconds, "sent": sent}
 
@@ -220,6 +280,22 @@ def _variables_child(
     return {int(k): v for k, v in json.loads(line[len("BENCH ") :]).items()}
 
 
+def _api_server_row(options: Options, measured: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
+    """Measure ``VariableStore`` through a real API server into ``measured``; return its notes.
+
+    Its own Celery deployment (``api_server.py``): a few minutes of start-up and preload, then
+    about 3 minutes per 100 decisions on 2 loaded CPUs.
+    """
+    from . import api_server
+
+    try:
+        found, skipped = api_server.measure_decisions(options.workdir, API_SERVER_SCALES, 100, options.seed)
+    except Exception as err:  # the other stores' figures stand without it
+        return [f"VariableStore (API server) FAILED: {type(err).__name__}: {str(err).splitlines()[0][:200]}"]
+    measured["VariableStore (API server)"] = found
+    return api_server.decision_notes(found, skipped)
+
+
 def run(options: Options) -> Result:
     """Time decisions per store at each state size and tabulate p50/p95/p99 and growth.
 
@@ -245,6 +321,7 @@ def run(options: Options) -> Result:
             finally:
                 store.drop_tables()
     variables_note = "VariableStore: not measured in --short (it migrates an Airflow metadata DB first)."
+    api_notes: list[str] = []
     if not options.short:
         # its verification pauses made 10 storms of preload take 554 s on 2 loaded CPUs: 1x and 10x
         var_scales = (1, 10)
@@ -252,9 +329,11 @@ def run(options: Options) -> Result:
             options.workdir, var_scales, 100, options.seed
         )
         variables_note = (
-            "VariableStore: ORM on a private migrated SQLite metadata DB (no API server), 100 decisions,"
-            " state of 1 and 10 storms (its preload pauses 0.1-0.2 s per claim: 100 storms take too long)."
+            "VariableStore (metadata DB): ORM on a private migrated SQLite metadata DB (no API server),"
+            " 100 decisions, state of 1 and 10 storms (its preload pauses 0.1-0.2 s per claim: 100"
+            " storms take too long)."
         )
+        api_notes = _api_server_row(options, measured)
     rows = []
     figures: dict[str, Any] = {}
     for label, by_scale in measured.items():
@@ -284,7 +363,25 @@ def run(options: Options) -> Result:
             "the alerts: an even sample of the default storm's failures (mixed causes, the outage included);",
             "SqlStore tables get a unique prefix and are dropped afterwards;",
             variables_note,
+            *api_notes,
             "targets: MemoryStore p50 < 1 ms whatever the state; SqlStore PostgreSQL p50 < 5 ms at 100x.",
         ),
     )
-    return Result(NAME, (table,), (), figures)
+    targets = [
+        target_at_most(
+            f"decision: MemoryStore p50 ms, {scale}x state",
+            round(1000 * quantile(found["seconds"], 0.5), 3),
+            1,
+        )
+        for scale, found in sorted(measured["MemoryStore"].items())
+    ]
+    postgres = measured["SqlStore PostgreSQL"]
+    top = max(postgres)
+    targets.append(
+        target_at_most(
+            f"decision: SqlStore PostgreSQL p50 ms, {top}x state",
+            round(1000 * quantile(postgres[top]["seconds"], 0.5), 3),
+            5,
+        )
+    )
+    return Result(NAME, (table,), tuple(targets), figures)

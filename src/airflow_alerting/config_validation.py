@@ -171,10 +171,53 @@ _SCHEDULE_PRESETS: Final = frozenset(
 )
 
 
+# (lowest, highest) of the five cron fields: minute, hour, day of month, month, day of week
+_CRON_BOUNDS: Final = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+
+
+def _plain_cron_field(field: str, lowest: int, highest: int) -> bool:
+    """Whether ``field`` is ``*``, a number, a range or a list of them, optionally ``/step``, in bounds."""
+    for part in field.split(","):
+        span, slash, step = part.partition("/")
+        if slash and not (step.isdigit() and int(step) >= 1):
+            return False
+        if span == "*":
+            continue
+        first, dash, last = span.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            return False
+        start, end = int(first), int(last) if dash else int(first)
+        if not lowest <= start <= end <= highest:
+            return False
+    return True
+
+
+def _plainly_cron(text: str) -> bool:
+    """Whether ``text`` is a cron expression valid on its face (numbers, ranges, lists, steps).
+
+    Covers what schedules are usually written as, so that a DAG file's parse does not import
+    croniter (14 ms, a third of the notifier's whole parse cost) to check the default
+    ``*/5 * * * *``. Anything else (names such as ``MON``, ``L``, ``#``) is left to croniter:
+    ``False`` here means "not plainly valid", never "invalid".
+    """
+    fields = text.split()
+    # ASCII only: str.isdigit() is also true of superscripts and other scripts' digits
+    return (
+        text.isascii()
+        and len(fields) == len(_CRON_BOUNDS)
+        and all(
+            _plain_cron_field(field, lowest, highest)
+            for field, (lowest, highest) in zip(fields, _CRON_BOUNDS, strict=True)
+        )
+    )
+
+
 @functools.lru_cache(maxsize=32)
 def _is_cron(text: str) -> bool:
     # Cached: settings are read for every alert and every notifier a DAG file builds, and
     # croniter's check is the slowest part of that.
+    if _plainly_cron(text):
+        return True
     try:
         # Airflow validates cron schedules with croniter too; imported here because only the
         # maintenance DAG needs it and DAG files import this module.

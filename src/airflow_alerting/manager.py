@@ -109,6 +109,7 @@ class AlertManager(IncidentOperations, OutboxSweeper):
         :param alert: the alert
         :param severity: force this severity instead of classifying
         """
+        started = time.perf_counter()
         try:
             # the manager's clock is the one authority on time (tests freeze it, stores compare with it)
             alert = replace(alert, occurred_at=self.clock())
@@ -127,6 +128,12 @@ class AlertManager(IncidentOperations, OutboxSweeper):
             return AlertOutcome(alert, classification, "", ())
         # every callback also sweeps the outbox, so an outage heals at the next alert
         self.redeliver_outbox(deadline=deadline)
+        metrics.timer(
+            "alerting.callback.duration",
+            time.perf_counter() - started,
+            kind=alert.kind.value,
+            store=type(self.store).__name__,
+        )
         return outcome
 
     def send_alert(

@@ -160,6 +160,14 @@ CATALOGUE: Final[Mapping[str, MetricSpec]] = MappingProxyType(
                 ("channel", "outcome"),
                 "alerting.delivery_latency.{channel}",
             ),
+            _spec(
+                "alerting.callback.duration",
+                _T,
+                "Time one alert took in the callback (``AlertManager.handle``): classification, "
+                "state, rendering, deliveries and the outbox sweep; ``store`` is the state store's "
+                "class, ``kind`` the alert's kind.",
+                ("kind", "store"),
+            ),
             # --- outbox -------------------------------------------------------------------------
             _spec(
                 "alerting.outbox.due",

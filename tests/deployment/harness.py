@@ -9,7 +9,7 @@ Airflow's supervisor moves each into its own process group -- verifies that none
 drops the metadata database, the alerting tables and its broker queue, and prints the
 components' log tails if starting failed.
 
-Used by ``tests/deployment/test_celery_deployment.py`` and ``bench/variables_duplicate_rate.py``.
+Used by ``tests/deployment/test_celery_deployment.py`` and ``bench/scenarios/api_server.py``.
 Nothing but 127.0.0.1 is ever contacted.
 """
 
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).resolve().parent
 DAG_FILE = HERE / "dags" / "alerting_deploy_dags.py"
+#: the benchmark's DAG (``bench/scenarios/api_server.py``), copied only with ``bench_dags=True``
+BENCH_DAG_FILE = HERE / "dags" / "alerting_bench_dags.py"
 
 PG_HOST = os.environ.get("ALERTING_DEPLOY_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ALERTING_DEPLOY_PG_PORT", "5432"))
@@ -57,6 +59,8 @@ VARIABLES_DAG = "alerting_deploy_variables"
 #: ``create_maintenance_dag`` on the manager (and SQL store) of :data:`SQL_DAG`
 MAINTENANCE_DAG = "alerting_deploy_maintenance"
 DAG_IDS = (SQL_DAG, VARIABLES_DAG, MAINTENANCE_DAG)
+#: the DAG of :data:`BENCH_DAG_FILE`
+BENCH_DECISION_DAG = "alerting_bench_decision"
 #: the exception every mapped instance raises (see the DAG file)
 ROOT_CAUSE = "database db-main.internal:5432 refused connection"
 
@@ -274,6 +278,8 @@ class Deployment:
     width: int
     concurrency: int
     update_interval: float
+    #: the DAGs waited for and unpaused at start-up
+    dag_ids: tuple[str, ...] = DAG_IDS
     components: list[Component] = field(default_factory=list)
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0, trust_env=False))
     _runs: int = 0
@@ -327,11 +333,11 @@ class Deployment:
         checks: list[tuple[str, Callable[[], bool | None]]] = [
             ("the API server, scheduler and DAG processor to be healthy", self._healthy),
             ("the Celery workers to answer a ping", self._workers_ready),
-            ("the DAGs to be parsed", lambda: self._dags_parsed(DAG_IDS)),
+            ("the DAGs to be parsed", lambda: self._dags_parsed(self.dag_ids)),
         ]
         for what, check in checks:
             poll(what, check, timeout=timeout, interval=0.5, alive=self.check_alive)
-        for dag_id in DAG_IDS:
+        for dag_id in self.dag_ids:
             self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
 
     # --- REST API ---------------------------------------------------------------------------------
@@ -517,6 +523,7 @@ def airflow_deployment(
     width: int = 24,
     update_interval: float = 30.0,
     ready_timeout: float = 240.0,
+    bench_dags: bool = False,
 ) -> Iterator[Deployment]:
     """Start a CeleryExecutor deployment on 127.0.0.1; stop and clean up everything on exit.
 
@@ -531,6 +538,7 @@ def airflow_deployment(
         failures is due that long after the first of them, so longer than a storm's callbacks
         usually take (~3 s, ~11 s on a loaded machine) and short enough to wait for
     :param ready_timeout: how long to wait for the deployment to become healthy
+    :param bench_dags: also deploy :data:`BENCH_DAG_FILE` (the benchmark's DAG)
     """
     token = secrets.token_hex(4)
     root = root or Path(tempfile.mkdtemp(prefix=f"alerting-deploy-{token}-"))
@@ -538,6 +546,10 @@ def airflow_deployment(
     for directory in (home, dags, sync_dir, log_dir):
         directory.mkdir(parents=True, exist_ok=True)
     shutil.copy(DAG_FILE, dags / DAG_FILE.name)
+    dag_ids: tuple[str, ...] = DAG_IDS
+    if bench_dags:
+        shutil.copy(BENCH_DAG_FILE, dags / BENCH_DAG_FILE.name)
+        dag_ids = (*DAG_IDS, BENCH_DECISION_DAG)
 
     metadata_db = f"alerting_deploy_{token}"
     metadata_url = f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{metadata_db}"
@@ -604,6 +616,7 @@ def airflow_deployment(
         width=width,
         concurrency=concurrency,
         update_interval=update_interval,
+        dag_ids=dag_ids,
     )
     airflow = [sys.executable, "-m", "airflow"]
     failed = True
@@ -810,11 +823,16 @@ class DuplicateRate:
         return "\n".join(lines) + "\n"
 
 
-def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) -> DuplicateRate:
+def measure_variables_duplicates(
+    deployment: Deployment, slack: Any, runs: int, *, budget_seconds: float | None = None
+) -> DuplicateRate:
     """Run the Variables storm ``runs`` times, clearing state between runs; count top-level Slack posts.
 
     :param slack: the ``SlackServer`` the deployment's ``slack_api_default`` connection points at
+    :param runs: the most storms
+    :param budget_seconds: start no storm after this many seconds (at least one always runs)
     """
+    began = time.monotonic()
     reader = _variables_reader(deployment)
     counts: list[int] = []
     reasons: list[dict[str, int]] = []
@@ -826,6 +844,8 @@ def measure_variables_duplicates(deployment: Deployment, slack: Any, runs: int) 
     durations: list[float] = []
     spreads: list[float] = []
     for _ in range(runs):
+        if counts and budget_seconds is not None and time.monotonic() - began >= budget_seconds:
+            break
         deployment.clear_alerting_variables()
         slack.clear()
         result = deployment.run_storm(VARIABLES_DAG)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,15 +34,31 @@ def airflow_db() -> Path:
     """The session's SQLite metadata DB, migrated (copied from a cached migrated DB when possible)."""
     target = Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
     cached = DB_CACHE / f"airflow-{_airflow_version()}.db"
-    if not cached.exists():
+    if not _migrated(cached):
         DB_CACHE.mkdir(exist_ok=True)
-        env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{cached}"}
+        # migrated under another name and renamed: an interrupted migration leaves no cache behind
+        partial = cached.with_suffix(f".{os.getpid()}.partial")
+        env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{partial}"}
         subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=env, capture_output=True
         )
-    if not target.exists():
+        partial.replace(cached)
+    # an earlier test that touched Airflow's settings may have left an empty, unmigrated file here
+    if not _migrated(target):
         shutil.copyfile(cached, target)
     return target
+
+
+def _migrated(path: Path) -> bool:
+    """Whether ``path`` is an Airflow metadata DB that ``airflow db migrate`` has run on."""
+    if not path.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None
 
 
 @dataclass

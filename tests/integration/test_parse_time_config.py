@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,3 +177,45 @@ def test_a_good_configuration_is_silent_at_parse_time(
     assert bag.import_errors == {}
     assert [r for r in caplog.records if r.name.startswith("airflow_alerting")] == []
     assert counted == []
+
+
+# --- what a DAG file's import pays for --------------------------------------------------------
+
+_PARSE_PATH_PROBE = """
+import json, sys
+import airflow.sdk
+before = set(sys.modules)
+from airflow_alerting import AlertNotifier
+AlertNotifier()
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+#: what only an alert needs: loaded on the first alert, never while a DAG file is parsed
+_ALERT_TIME_ONLY = (
+    "croniter",
+    "sqlalchemy",
+    "slack_sdk",
+    "httpx",
+    "airflow_alerting.manager",
+    "airflow_alerting.state",
+    "airflow_alerting.channels",
+    "airflow_alerting.render",
+    "airflow_alerting.delivery",
+    "airflow_alerting.outbox",
+    "airflow.providers",
+)
+
+
+def test_parsing_a_dag_file_loads_no_alert_time_machinery(tmp_path: Path) -> None:
+    # the structural half of the parse-cost benchmark (bench/scenarios/parse.py): timings are
+    # never asserted, but a module that slipped onto the parse path is
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    env["AIRFLOW_HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _PARSE_PATH_PROBE], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    slipped = [m for m in loaded if any(m == p or m.startswith(p + ".") for p in _ALERT_TIME_ONLY)]
+    assert slipped == []
+    assert "airflow_alerting.notifications.alert" in loaded

@@ -90,12 +90,16 @@ def test_counts_hold_and_exit_status_says_so(
     short_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
 ) -> None:
     done, found = short_run
-    failed = [c for c in found["checks"] if not c["ok"]]
+    # the issue's targets (ratios, timings) are reported, not enforced: a loaded CI machine
+    # misses a timing target without anything being wrong
+    failed = [c for c in found["checks"] if not c["ok"] and not c["target"]]
     assert not failed, failed
     assert done.returncode == 0, done.stderr[-3000:]
-    names = {c["name"] for c in found["checks"]}
-    assert "storm 1x failures unaccounted" in names
-    assert "concurrency SqlStore PostgreSQL: duplicate announcements" in names
+    names = {c["name"]: c["target"] for c in found["checks"]}
+    assert names["storm 1x failures unaccounted"] is False
+    assert names["concurrency SqlStore PostgreSQL: duplicate announcements"] is False
+    assert names["storm 1x slack messages / causes"] is True
+    assert "Targets of the issue" in done.stdout and "Counts that must hold" in done.stdout
 
 
 def test_storm_figures(short_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:

@@ -349,3 +349,38 @@ def test_load_settings_never_raises_whatever_the_whole_section_holds(values: dic
     # every reported problem names an option that was set (or the sql pair), once per log line
     assert {parts[1] for parts in reports.counted} <= {*values, "slack_channel", "sql_conn_id"}
     assert len(reports.errors) == len(reports.counted)
+
+
+# --- the cron check's fast path ------------------------------------------------------------------
+
+_CRON_PART = st.one_of(
+    st.just("*"),
+    st.integers(-1, 70).map(str),
+    st.tuples(st.integers(0, 65), st.integers(0, 65)).map(lambda r: f"{r[0]}-{r[1]}"),
+    st.sampled_from(["MON", "JAN", "L", "5#2", "?", "", "*/", "1/x", "²", "05", "0-"]),
+)
+_CRON_FIELD = st.builds(
+    lambda parts, step: ",".join(parts) + (f"/{step}" if step is not None else ""),
+    st.lists(_CRON_PART, min_size=1, max_size=3),
+    st.one_of(st.none(), st.integers(0, 70)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_CRON_FIELD, min_size=4, max_size=6).map(" ".join))
+def test_the_cron_fast_path_never_accepts_what_croniter_rejects(text: str) -> None:
+    from croniter import croniter
+
+    from airflow_alerting.config_validation import _plainly_cron
+
+    if _plainly_cron(text):
+        assert croniter.is_valid(text), text
+
+
+def test_the_usual_schedules_are_checked_without_croniter() -> None:
+    from airflow_alerting.config_validation import _plainly_cron
+
+    for text in ("*/5 * * * *", "0 * * * *", "0 3 * * 1-5", "15,45 8-18/2 1 1,6 0"):
+        assert _plainly_cron(text), text
+    for text in ("0 3 * * MON", "61 * * * *", "*/5 * * *", "0 0 L * *", "0 0 * * 7"):
+        assert not _plainly_cron(text), text

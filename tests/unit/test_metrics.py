@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from airflow_alerting import metrics
 from airflow_alerting.manager import AlertManager, DeliveryOptions
 from airflow_alerting.metrics import CATALOGUE, MetricType
-from airflow_alerting.model import Alert, DeliveryResult
+from airflow_alerting.model import Alert, AlertKind, DeliveryResult
 from airflow_alerting.policy import AlertPolicy, EscalationPolicy
 from airflow_alerting.testing import FrozenClock, MemoryStore, RecordingChannel
 
@@ -338,6 +338,20 @@ def test_the_pipeline_counts_classified_sent_suppressed_and_failed(stats: Record
     assert {t["outcome"] for t in stats.tagged("alerting.delivery.latency") if t} == {"ok", "failed"}
     assert "alerting.outbox.added" in stats.names()
     assert "alerting.failed.slack" in stats.names()
+
+
+def test_every_handled_alert_times_its_callback_by_kind_and_store(stats: RecordingStats) -> None:
+    manager = _manager(AlertPolicy())
+
+    manager.handle(_failure(1))
+    manager.handle(_failure(1, kind=AlertKind.TASK_SUCCESS))
+
+    timed = [(value, tags) for call, name, value, tags in stats.calls if name == "alerting.callback.duration"]
+    assert [tags for _, tags in timed] == [
+        {"kind": "task_failure", "store": "MemoryStore"},
+        {"kind": "task_success", "store": "MemoryStore"},
+    ]
+    assert all(value > 0 for value, _ in timed)
 
 
 def test_a_failure_routed_nowhere_outside_business_hours_is_counted_as_outside_hours(

@@ -9,11 +9,12 @@ because PagerDuty may have opened the incident anyway -- so no test ever leaves 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from airflow_alerting.cli.output import BadInput, print_json, print_table, wants_json
 from airflow_alerting.cli.spec import Argument, Command
@@ -154,16 +155,40 @@ def _test_notification(spec: ChannelSpec, run_id: str, now: datetime) -> Notific
     )
 
 
+_T = TypeVar("_T")
+
+
+def _within(call: Callable[[], _T], timeout: float) -> tuple[bool, _T | None]:
+    """Run ``call`` on a thread for at most ``timeout`` s: ``(True, result)``, or ``(False, None)``.
+
+    Exceptions of ``call`` propagate.  One call at a time, so a connection look-up through the
+    Task SDK never runs concurrently with another.
+    """
+    outcome: list[Any] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as err:  # handed to the caller's thread, which raises it
+            outcome.append((False, err))
+
+    # a daemon thread: a call that never returns must not hold the command's exit either
+    # (a ThreadPoolExecutor's worker is joined at interpreter exit, however it was shut down)
+    worker = threading.Thread(target=target, name="test-channel", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        return False, None
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return True, value
+
+
 def _deliver(channel: Any, notification: Notification, timeout: float) -> DeliveryResult | None:
     """One delivery bounded by ``timeout``; ``None`` when the channel did not answer in time."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-channel")
-    try:
-        return pool.submit(channel.deliver, notification).result(timeout=timeout)  # type: ignore[no-any-return]
-    except concurrent.futures.TimeoutError:
-        return None
-    finally:
-        # never wait for a hung delivery: the process ends soon and the check is already decided
-        pool.shutdown(wait=False)
+    _, result = _within(lambda: channel.deliver(notification), timeout)
+    return result  # type: ignore[no-any-return]
 
 
 def check_channel(spec: ChannelSpec, settings: AlertingSettings, *, timeout: float) -> ChannelCheck:
@@ -184,10 +209,22 @@ def check_channel(spec: ChannelSpec, settings: AlertingSettings, *, timeout: flo
     connection = _connection_ids(spec, settings)
     settings = replace(settings, delivery_timeout_seconds=timeout)
     channel = build_channel(spec, settings)
-    # connections are read here, on this thread (Task SDK look-ups must not run concurrently)
+    # connections are read here, before the delivery, one look-up at a time; a secrets backend
+    # that does not answer is bounded by the same timeout as the delivery
     prepare = getattr(channel, "prepare", None)
-    if prepare is not None:
-        prepare()
+    if prepare is not None and not _within(prepare, timeout)[0]:
+        detail = f"{_NO_ANSWER} within {timeout:g}s (connection look-up of {connection})"
+        return ChannelCheck(
+            channel=spec.name,
+            type=spec.type,
+            connection=connection,
+            ok=False,
+            detail=detail,
+            fix=f"check that the secrets backend or metadata database holding {connection} answers",
+            seconds=time.monotonic() - started,
+            resolved=None,
+            dedup_key=None,
+        )
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     notification = _test_notification(spec, run_id, datetime.now(timezone.utc))
     result = _deliver(channel, notification, timeout) or DeliveryResult(

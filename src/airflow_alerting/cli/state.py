@@ -146,18 +146,8 @@ def _counts(store: StateStore) -> dict[str, Any]:
 
 def _table_rows(store: StateStore) -> dict[str, int] | None:
     """Rows per table for the SQL store; ``None`` for the other stores."""
-    schema = getattr(store, "_schema", None)
-    engine = getattr(store, "_engine", None)
-    if schema is None or engine is None:
-        return None
-    import sqlalchemy as sa
-
-    # the SQL store has no public row count; read-only COUNTs on its own tables are harmless
-    with engine().connect() as conn:
-        return {
-            table.name: int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
-            for table in schema().tables
-        }
+    counts = getattr(store, "table_counts", None)
+    return counts() if counts is not None else None
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ applies the same rules (:func:`raised_severity`) inside one transaction, and is 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -205,11 +205,17 @@ def _joined_summary(
     task_count, dag_count, dag_ids = incident.task_count, incident.dag_count, incident.dag_ids
     if current is None:
         task, dag = member.task, member.dag_id
-        others = [m for k, m in members.items() if k != key]
-        if not any(m.task == task for m in others):
+        if not _task_has_another_member(incident.members, members, key, task):
             task_count += 1
         sampled_all = len(dag_ids) == dag_count
-        if dag not in dag_ids and (sampled_all or not any(m.dag_id == dag for m in others)):
+        if dag not in dag_ids and not sampled_all:
+            # a recent member of the DAG is usually in the sample; only a miss looks at them all
+            seen = any(m.dag_id == dag for m in incident.members) or any(
+                m.dag_id == dag for k, m in members.items() if k != key
+            )
+        else:
+            seen = dag in dag_ids
+        if not seen:
             dag_count += 1
             dag_ids = tuple(sorted((*dag_ids, dag))[:DAG_SAMPLE])
     return {
@@ -220,6 +226,25 @@ def _joined_summary(
         "dag_ids": dag_ids,
         "dag_count": dag_count,
     }
+
+
+def _task_has_another_member(
+    sample: Sequence[IncidentMember], members: Mapping[str, IncidentMember], key: str, task: str
+) -> bool:
+    """Whether a member other than ``key`` belongs to ``task`` (``dag.task``).
+
+    The members of a task have the key ``task`` or ``task[i]`` (:func:`member_key`), so the keys
+    narrow the search to candidates, each confirmed: no member object is built or compared for
+    the tens of thousands of other members a storm's incident holds, and a recent sibling (a
+    mapped task's instances fail together) is found in the sample first.
+    """
+    if any(m.task == task and m.key != key for m in sample):
+        return True
+    same = members.get(task)
+    if task != key and same is not None and same.task == task:
+        return True
+    prefix = task + "["
+    return any(k != key and k.startswith(prefix) and members[k].task == task for k in members)
 
 
 def _summary(members: Mapping[str, IncidentMember]) -> dict[str, Any]:

@@ -131,8 +131,11 @@ class MemoryStore(DocumentStore):
             return (found[0], dict(found[1])) if found is not None else None
 
     def _save_incident(self, incident: Incident, members: dict[str, IncidentMember]) -> None:
+        # kept as given, not copied: every caller saves a map it got from _load_incident (a copy)
+        # or from lifecycle (a new one) and drops it, and a storm's incident holds tens of
+        # thousands of members, copied on every join otherwise
         with self._lock:
-            self._incidents[incident.id] = (incident, dict(members))
+            self._incidents[incident.id] = (incident, members)
 
     @contextlib.contextmanager
     def _atomic(self) -> Iterator[None]:

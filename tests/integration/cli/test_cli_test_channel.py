@@ -115,3 +115,33 @@ def test_failures_name_the_connection_and_the_fix_and_still_resolve_pagerduty(
     assert unknown.code == 2, unknown.explain()
     assert "argument NAME: unknown channel 'nope'" in unknown.stderr
     assert unknown.stdout == ""
+
+
+_HANGING_BACKEND = '''
+import threading
+from airflow.secrets import BaseSecretsBackend
+
+
+class HangingBackend(BaseSecretsBackend):
+    """A secrets backend that never answers a connection look-up."""
+
+    def get_conn_value(self, conn_id):
+        threading.Event().wait(600)
+
+    def get_variable(self, key):
+        return None
+'''
+
+
+def test_a_connection_look_up_that_never_answers_is_bounded_by_the_timeout(tmp_path: Path) -> None:
+    (tmp_path / "hanging_secrets.py").write_text(_HANGING_BACKEND)
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path, "AIRFLOW__SECRETS__BACKEND": "hanging_secrets.HangingBackend"}
+
+    ran = run("test-channel", "slack", "--timeout", "2", "-o", "json", env=env, timeout=90)
+
+    assert ran.code == 1, ran.explain()
+    check = __import__("json").loads(ran.stdout)["channels"][0]
+    assert check["ok"] is False
+    assert "connection look-up" in check["detail"] and "within 2s" in check["detail"]
+    assert check["seconds"] < 60  # bounded, not the backend's 600 s (a generous, non-timing bound)

@@ -6,7 +6,6 @@ Losing, suppressing, confirming, releasing and rolling back an expired claim are
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,8 +13,15 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from airflow_alerting import throttle
-from airflow_alerting.model import Decision, DecisionReason, Severity, SuppressionSummary
+from airflow_alerting.model import Severity
 from airflow_alerting.state.base import Claim, StateUnavailableError
+from airflow_alerting.state.sql.claim_rows import (
+    _EMPTY_SOURCES,
+    _held_decision,
+    _sending_decision,
+    _state_from_row,
+    _state_values,
+)
 from airflow_alerting.state.sql.clock import _Clock
 from airflow_alerting.state.sql.connection import _upsert_insert
 from airflow_alerting.state.sql.core import _SqlCore
@@ -31,7 +37,6 @@ if TYPE_CHECKING:
 _CLAIM_ATTEMPTS = 20
 #: compare-and-set retries for release (it only conflicts with concurrent suppressions)
 _RELEASE_ATTEMPTS = 20
-_EMPTY_SOURCES = "[]"
 
 
 # --- the claim statements -----------------------------------------------------------------
@@ -55,6 +60,10 @@ class _ClaimSql:
     suppress: Any
     #: MySQL: reads back the row after a suppression
     suppressed_row: Any
+    #: PostgreSQL, positive window: the claim and the suppression in one upsert, which claims a
+    #: claimable row and counts a held-back occurrence otherwise; the winner finds its token in the
+    #: row returned, a loser the running summary (``None``: use ``claim`` then ``suppress``)
+    claim_or_suppress: Any = None
 
 
 @cache
@@ -158,12 +167,67 @@ def _claim_sql(
         )
         .returning(*returning)
     )
+    claim_or_suppress = None
+    if dialect == "postgresql" and positive_window:
+        claim_or_suppress = _claim_or_suppress(
+            t,
+            clock,
+            fresh,
+            assignments,
+            claimable,
+            _held_back(t, clock, severity, escalated),
+            returning,
+            observed,
+        )
     return _ClaimSql(
         ensure_row=None,
         claim=claim,
         claimed_row=None,
         suppress=None if suppress is None else suppress.returning(*observed),
         suppressed_row=None,
+        claim_or_suppress=claim_or_suppress,
+    )
+
+
+def _claim_or_suppress(
+    t: Table,
+    clock: _Clock,
+    fresh: dict[str, Any],
+    assignments: list[tuple[Column[Any], Any]],
+    claimable: ColumnElement[bool],
+    held_back: ColumnElement[bool],
+    returning: tuple[Any, ...],
+    observed: tuple[Any, ...],
+) -> Any:
+    """PostgreSQL's claim and suppression as one statement: one round trip for winners and losers.
+
+    Every assignment is ``CASE WHEN <claimable> THEN <claim's value> ELSE <suppression's value>
+    END`` and the update happens only ``WHERE <claimable> OR <held back>``, so the row gets exactly
+    what the claim or the suppression statement would have given it; PostgreSQL evaluates all of it
+    against the same (locked, latest) row version, and reads the old row throughout ``SET``.
+    """
+    import sqlalchemy as sa
+
+    suppressed: dict[str, Any] = {
+        "suppressed_count": t.c.suppressed_count + 1,
+        "suppressed_since": sa.func.coalesce(t.c.suppressed_since, clock.now()),
+        "suppressed_until": clock.now(),
+        "suppressed_sources": _append_source("postgresql", t.c.suppressed_sources, sa.bindparam("p_source")),
+    }
+    values: dict[str, Any] = {}
+    for column, value in assignments:
+        if column.name == "version":
+            values["version"] = t.c.version + 1
+        else:
+            values[column.name] = sa.case((claimable, value), else_=suppressed.get(column.name, column))
+    wanted = {getattr(c, "name", None) or c.key: c for c in (*returning, *observed)}
+    return (
+        _upsert_insert("postgresql", t)
+        .values(**fresh)
+        .on_conflict_do_update(
+            index_elements=[t.c.fingerprint, t.c.channel], set_=values, where=sa.or_(claimable, held_back)
+        )
+        .returning(*wanted.values())
     )
 
 
@@ -252,101 +316,56 @@ def _append_source(dialect: str, column: Column[Any], source: ColumnElement[Any]
     return sa.case((appendable, sa.func.json_insert(column, "$[#]", source)), else_=column)
 
 
-def _sending_decision(row: Row[Any], window: timedelta, severity: Severity, escalated: bool) -> Decision:
-    """The reason ``throttle.decide`` gives for a send, from the state before the claim (``previous_*``).
+@dataclass(frozen=True)
+class _ChannelSql:
+    """The other statements of the decision path on one (fingerprint, channel), built once per prefix.
 
-    Same precedence as ``decide``: escalation, then a zero window, then first, then window elapsed;
-    the model test (tests/unit/state/test_sql_store_model.py) holds the two together.
+    ``p_fp`` and ``p_channel`` pick the row; building them per call cost more Python than the round trip.
     """
-    carried = _summary(
-        row.previous_suppressed_count,
-        row.previous_suppressed_since,
-        row.previous_suppressed_until,
-        row.previous_suppressed_sources,
+
+    #: ``p_token``
+    confirm: Any
+    #: ``p_count``
+    clear_suppressed: Any
+    state: Any
+
+
+@cache
+def _channel_sql(prefix: str) -> _ChannelSql:
+    import sqlalchemy as sa
+
+    t = _schema(prefix).channel_state
+    key = sa.and_(
+        t.c.fingerprint == sa.bindparam("p_fp", type_=sa.String()),
+        t.c.channel == sa.bindparam("p_channel", type_=sa.String()),
     )
-    previous_severity = _severity(row.previous_sent_severity)
-    if escalated and (previous_severity is None or severity > previous_severity):
-        reason = DecisionReason.ESCALATED
-    elif window <= timedelta(0):
-        reason = DecisionReason.NO_WINDOW
-    elif row.previous_sent_at is None:
-        reason = DecisionReason.FIRST
-    else:
-        reason = DecisionReason.WINDOW_ELAPSED
-    return Decision(True, reason, carried)
-
-
-def _held_decision(row: Row[Any], window: timedelta) -> Decision:
-    """``throttle.decide``'s verdict for a held-back occurrence, from the row the suppression left.
-
-    Like the document stores, it carries the running suppressed summary, this occurrence included,
-    so the manager can tell the first occurrence held back after a send.
-    """
-    running = _summary(
-        row.suppressed_count, row.suppressed_since, row.suppressed_until, row.suppressed_sources
-    )
-    if row.claim_token is not None:
-        return Decision(False, DecisionReason.IN_FLIGHT, running, "another worker is sending this alert")
-    remaining = int((window - (row.db_now - row.last_sent_at)).total_seconds())
-    return Decision(False, DecisionReason.THROTTLED, running, f"window has {max(remaining, 0)}s left")
-
-
-def _severity(value: Any) -> Severity | None:
-    return None if value is None else Severity(int(value))
-
-
-def _sources(value: Any) -> tuple[str, ...]:
-    parsed = json.loads(value) if value else []
-    if not isinstance(parsed, list):
-        raise ValueError(f"suppressed sources must be a JSON array, found {type(parsed).__name__}")
-    return tuple(str(source) for source in parsed)
-
-
-def _summary(count: Any, since: datetime | None, until: datetime | None, sources: Any) -> SuppressionSummary:
-    return SuppressionSummary(count=int(count or 0), since=since, until=until, sources=_sources(sources))
-
-
-def _state_from_row(row: Row[Any]) -> throttle.ChannelState:
-    return throttle.ChannelState(
-        last_sent_at=row.last_sent_at,
-        last_sent_severity=_severity(row.last_sent_severity),
-        suppressed=_summary(
-            row.suppressed_count, row.suppressed_since, row.suppressed_until, row.suppressed_sources
+    count = sa.bindparam("p_count", type_=sa.Integer())
+    emptied = t.c.suppressed_count - count <= 0
+    # the count goes last: MySQL assigns left to right, and the others test the old count
+    assignments: list[tuple[Column[Any], Any]] = [
+        (t.c.suppressed_since, sa.case((emptied, None), else_=t.c.suppressed_since)),
+        (t.c.suppressed_until, sa.case((emptied, None), else_=t.c.suppressed_until)),
+        (t.c.suppressed_sources, sa.case((emptied, _EMPTY_SOURCES), else_=t.c.suppressed_sources)),
+        (t.c.suppressed_count, sa.case((emptied, 0), else_=t.c.suppressed_count - count)),
+        (t.c.version, t.c.version + 1),
+    ]
+    return _ChannelSql(
+        confirm=sa.update(t)
+        .where(key, t.c.claim_token == sa.bindparam("p_token", type_=sa.String()))
+        .values(
+            claim_token=None,
+            claim_expires_at=None,
+            previous_sent_at=None,
+            previous_sent_severity=None,
+            previous_suppressed_count=0,
+            previous_suppressed_since=None,
+            previous_suppressed_until=None,
+            previous_suppressed_sources=_EMPTY_SOURCES,
+            version=t.c.version + 1,
         ),
-        claim_token=row.claim_token,
-        claim_expires_at=row.claim_expires_at,
-        previous_sent_at=row.previous_sent_at,
-        previous_sent_severity=_severity(row.previous_sent_severity),
-        previous_suppressed=_summary(
-            row.previous_suppressed_count,
-            row.previous_suppressed_since,
-            row.previous_suppressed_until,
-            row.previous_suppressed_sources,
-        ),
+        clear_suppressed=sa.update(t).where(key).ordered_values(*assignments),
+        state=sa.select(t).where(key),
     )
-
-
-def _state_values(state: throttle.ChannelState) -> dict[str, Any]:
-    def summary(prefix: str, value: SuppressionSummary) -> dict[str, Any]:
-        return {
-            f"{prefix}_count": value.count,
-            f"{prefix}_since": value.since,
-            f"{prefix}_until": value.until,
-            f"{prefix}_sources": json.dumps(list(value.sources)),
-        }
-
-    return {
-        "last_sent_at": state.last_sent_at,
-        "last_sent_severity": None if state.last_sent_severity is None else int(state.last_sent_severity),
-        "claim_token": state.claim_token,
-        "claim_expires_at": state.claim_expires_at,
-        "previous_sent_at": state.previous_sent_at,
-        "previous_sent_severity": None
-        if state.previous_sent_severity is None
-        else int(state.previous_sent_severity),
-        **summary("suppressed", state.suppressed),
-        **summary("previous_suppressed", state.previous_suppressed),
-    }
 
 
 # --- running them -------------------------------------------------------------------------
@@ -379,14 +398,26 @@ class _ClaimOperations(_SqlCore):
             **clock.params(now, lease=lease, horizon=-window),
         }
         for _ in range(_CLAIM_ATTEMPTS):
+            if sql.claim_or_suppress is not None:  # PostgreSQL: one statement, committing on its own
+                with self._autocommit() as conn:
+                    row: Row[Any] | None = conn.execute(sql.claim_or_suppress, params).first()
+                if row is not None and row.claim_token == token:
+                    return Claim(_sending_decision(row, window, severity, escalated), token)
+                if row is not None:
+                    return Claim(_held_decision(row, window))
+                self._roll_back_expired(fingerprint, channel, now)
+                continue
             if sql.ensure_row is not None:
                 # committed on its own: INSERT IGNORE on an existing key takes a shared lock, and two
                 # transactions holding it while both go on to UPDATE the row would deadlock
                 with self._begin() as conn:
                     conn.execute(sql.ensure_row, params)
-            # one short transaction for both statements: a losing claim usually keeps the row locked,
-            # so the suppression sees the same row, and a loser pays one commit instead of two
-            with self._begin() as conn:
+            # MySQL and SQLite: one short transaction for both statements: a losing claim usually keeps
+            # the row locked, so the suppression sees the same row, and a loser pays one commit instead
+            # of two.  PostgreSQL: each statement commits on its own, which saves the BEGIN and COMMIT
+            # round trips; both statements are conditional, so a row changed in between only means
+            # another attempt, as on MySQL between its two transactions
+            with self._autocommit() as conn:
                 won = self._try_claim(conn, sql, params)
                 held = self._try_suppress(conn, sql, params) if won is None and positive else None
             if won is not None:
@@ -431,7 +462,7 @@ class _ClaimOperations(_SqlCore):
         t = self._schema().channel_state
         clock = self._clock()
         key = sa.and_(t.c.fingerprint == fingerprint, t.c.channel == channel)
-        with self._begin() as conn:
+        with self._autocommit() as conn:
             row = conn.execute(
                 sa.select(t, clock.now().label("db_now")).where(key), clock.params(now)
             ).first()
@@ -440,7 +471,7 @@ class _ClaimOperations(_SqlCore):
         if row.claim_expires_at > row.db_now:
             return
         settled = _state_from_row(row).settled(row.db_now)
-        with self._begin() as conn:
+        with self._autocommit() as conn:
             # a concurrent suppression or roll-back bumps the version; the caller's next attempt sees it
             conn.execute(
                 sa.update(t)
@@ -449,25 +480,9 @@ class _ClaimOperations(_SqlCore):
             )
 
     def _confirm(self, fingerprint: str, channel: str, token: str) -> None:
-        import sqlalchemy as sa
-
-        t = self._schema().channel_state
-        with self._begin() as conn:
-            conn.execute(
-                sa.update(t)
-                .where(t.c.fingerprint == fingerprint, t.c.channel == channel, t.c.claim_token == token)
-                .values(
-                    claim_token=None,
-                    claim_expires_at=None,
-                    previous_sent_at=None,
-                    previous_sent_severity=None,
-                    previous_suppressed_count=0,
-                    previous_suppressed_since=None,
-                    previous_suppressed_until=None,
-                    previous_suppressed_sources=_EMPTY_SOURCES,
-                    version=t.c.version + 1,
-                )
-            )
+        params = {"p_fp": fingerprint, "p_channel": channel, "p_token": token}
+        with self._autocommit() as conn:
+            conn.execute(_channel_sql(self.table_prefix).confirm, params)
 
     def _release(self, fingerprint: str, channel: str, token: str) -> None:
         import sqlalchemy as sa
@@ -475,12 +490,12 @@ class _ClaimOperations(_SqlCore):
         t = self._schema().channel_state
         mine = sa.and_(t.c.fingerprint == fingerprint, t.c.channel == channel, t.c.claim_token == token)
         for _ in range(_RELEASE_ATTEMPTS):
-            with self._begin() as conn:
+            with self._autocommit() as conn:
                 row = conn.execute(sa.select(t).where(mine)).first()
             if row is None:
                 return
             released = throttle.release(_state_from_row(row), token)
-            with self._begin() as conn:
+            with self._autocommit() as conn:
                 result = conn.execute(
                     sa.update(t)
                     .where(mine, t.c.version == row.version)
@@ -491,35 +506,19 @@ class _ClaimOperations(_SqlCore):
         raise StateUnavailableError(f"release on {fingerprint}/{channel} kept conflicting with other writers")
 
     def _clear_suppressed(self, fingerprint: str, channel: str, count: int) -> None:
-        import sqlalchemy as sa
-
-        t = self._schema().channel_state
-        emptied = t.c.suppressed_count - count <= 0
-        # the count goes last: MySQL assigns left to right, and the others test the old count
-        assignments: list[tuple[Column[Any], Any]] = [
-            (t.c.suppressed_since, sa.case((emptied, None), else_=t.c.suppressed_since)),
-            (t.c.suppressed_until, sa.case((emptied, None), else_=t.c.suppressed_until)),
-            (t.c.suppressed_sources, sa.case((emptied, _EMPTY_SOURCES), else_=t.c.suppressed_sources)),
-            (t.c.suppressed_count, sa.case((emptied, 0), else_=t.c.suppressed_count - count)),
-            (t.c.version, t.c.version + 1),
-        ]
-        key = sa.and_(t.c.fingerprint == fingerprint, t.c.channel == channel)
-        with self._begin() as conn:
-            conn.execute(sa.update(t).where(key).ordered_values(*assignments))
+        params = {"p_fp": fingerprint, "p_channel": channel, "p_count": count}
+        with self._autocommit() as conn:
+            conn.execute(_channel_sql(self.table_prefix).clear_suppressed, params)
 
     def _reset_window(self, fingerprint: str, channel: str) -> None:
         import sqlalchemy as sa
 
         t = self._schema().channel_state
-        with self._begin() as conn:
+        with self._autocommit() as conn:
             conn.execute(sa.delete(t).where(t.c.fingerprint == fingerprint, t.c.channel == channel))
 
     def _channel_state(self, fingerprint: str, channel: str) -> throttle.ChannelState | None:
-        import sqlalchemy as sa
-
-        t = self._schema().channel_state
-        with self._begin() as conn:
-            row = conn.execute(
-                sa.select(t).where(t.c.fingerprint == fingerprint, t.c.channel == channel)
-            ).first()
+        params = {"p_fp": fingerprint, "p_channel": channel}
+        with self._autocommit() as conn:
+            row = conn.execute(_channel_sql(self.table_prefix).state, params).first()
         return _state_from_row(row) if row is not None else None

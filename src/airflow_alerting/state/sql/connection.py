@@ -131,9 +131,9 @@ def _create_engine(url: URL, io_timeout: float) -> Engine:
                 f"this Python has {sqlite3.sqlite_version}"
             )
         in_memory = url.database in (None, "", ":memory:")
+        # no pre-ping: a file has no server that could have dropped the connection
         engine = sa.create_engine(
             url,
-            pool_pre_ping=True,
             # writers wait for each other instead of failing with "database is locked", but no
             # longer than the I/O budget: a file locked by another process fails the call open
             connect_args={"timeout": io_timeout, "check_same_thread": False},
@@ -141,6 +141,7 @@ def _create_engine(url: URL, io_timeout: float) -> Engine:
         )
         sa.event.listen(engine, "connect", _sqlite_driver_autocommit)
         sa.event.listen(engine, "begin", _sqlite_begin_immediate)
+        _count_statements(engine)
         return engine
     millis = max(1, int(io_timeout * 1000))
     if backend == "postgresql":
@@ -155,7 +156,13 @@ def _create_engine(url: URL, io_timeout: float) -> Engine:
         given = url.query.get("options")
         given_text = given if isinstance(given, str) else " ".join(given or ())
         connect_args["options"] = f"{given_text} {ours}".strip()
-        return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        # no pre-ping, which costs a round trip per transaction (a third of a single-statement call):
+        # a connection the server closed is found without one on checkout (_drop_if_closed), and
+        # SqlStore._run retries a call once when one was dropped in between (see _is_disconnect)
+        engine = sa.create_engine(url, connect_args=connect_args)
+        sa.event.listen(engine, "checkout", _drop_if_closed)
+        _count_statements(engine)
+        return engine
     if backend == "mysql":
         if "charset" not in url.query:
             url = url.update_query_dict({"charset": "utf8mb4"})
@@ -175,8 +182,54 @@ def _create_engine(url: URL, io_timeout: float) -> Engine:
             },
         )
         sa.event.listen(engine, "connect", _mysql_session_timeouts(lock_wait))
+        _count_statements(engine)
         return engine
     raise ValueError(f"the SQL state store supports postgresql, mysql and sqlite, not {backend!r}")
+
+
+# statements that completed in this thread since the store call's attempt began: a call whose
+# connection dropped before any of them completed changed nothing, so running it again is safe
+_COMPLETED = threading.local()
+
+
+def _count_statements(engine: Engine) -> None:
+    import sqlalchemy as sa
+
+    def completed(*_args: Any) -> None:
+        _COMPLETED.count = getattr(_COMPLETED, "count", 0) + 1
+
+    sa.event.listen(engine, "after_cursor_execute", completed)
+
+
+def _statements_completed() -> int:
+    """How many statements this thread completed since :func:`_reset_completed`."""
+    return int(getattr(_COMPLETED, "count", 0))
+
+
+def _reset_completed() -> None:
+    _COMPLETED.count = 0
+
+
+def _drop_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Discard a pooled PostgreSQL connection the server has closed, without a round trip.
+
+    An idle connection has nothing to read: the server only writes to it when it ends it (a restart,
+    ``pg_terminate_backend``, ``idle_session_timeout``: a FATAL message, then end of file).  Anything
+    readable therefore means "closed", and raising ``DisconnectionError`` makes the pool connect
+    afresh.  A false alarm only costs a new connection.
+    """
+    import select
+
+    from sqlalchemy.exc import DisconnectionError
+
+    try:
+        poller = select.poll()
+        poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        ready = poller.poll(0)
+    except Exception as exc:  # a closed psycopg2 connection has no file descriptor
+        raise DisconnectionError(f"pooled connection unusable: {exc}") from exc
+    if ready:
+        raise DisconnectionError("the server closed the pooled connection")
 
 
 def _mysql_session_timeouts(seconds: int) -> Any:
@@ -222,6 +275,11 @@ def _is_transient(exc: BaseException) -> bool:
         return True
     args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
     return bool(args) and args[0] in (1213, 1205)  # MySQL deadlock, lock wait timeout
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    """The connection was lost (SQLAlchemy invalidated it, and the pool's older connections with it)."""
+    return bool(getattr(exc, "connection_invalidated", False))
 
 
 def _upsert_insert(dialect: str, table: Table) -> Any:

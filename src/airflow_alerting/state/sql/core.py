@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_alerting.state.base import StateUnavailableError
 from airflow_alerting.state.sql.clock import _Clock
-from airflow_alerting.state.sql.connection import _engine_for, _is_transient, url_from_connection
+from airflow_alerting.state.sql.connection import (
+    _engine_for,
+    _is_disconnect,
+    _is_transient,
+    _reset_completed,
+    _statements_completed,
+    url_from_connection,
+)
 from airflow_alerting.state.sql.schema import _Schema, _schema, _widen_mysql_text
 
 if TYPE_CHECKING:
@@ -103,6 +111,8 @@ class _SqlCore:
         self._raw_url = url
         self._url: URL | None = None
         self._url_lock = threading.Lock()
+        self._cached_engine: tuple[int, Engine] | None = None
+        self._cached_ready_key: tuple[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"SqlStore({self.describe()}, table_prefix={self.table_prefix!r})"
@@ -162,16 +172,31 @@ class _SqlCore:
             )
         try:
             attempt = 0
+            reconnected = False
             while True:
                 attempt += 1
                 try:
                     if ensure_tables:
                         self._ensure_tables(started)
+                    _reset_completed()
                     return body()
                 except Exception as exc:
                     spent = time.monotonic() - started
                     if attempt < _TRANSIENT_RETRIES and _is_transient(exc) and spent < self.io_timeout / 2:
                         log.debug("retrying %s after a transient database error: %s", action, exc)
+                        continue
+                    # a pooled connection the server dropped after the checkout check: once, and
+                    # only if no statement completed, since one the server committed just before
+                    # the connection dropped must not be applied twice (a second claim would lose
+                    # to the first, and nobody would send)
+                    if (
+                        not reconnected
+                        and _is_disconnect(exc)
+                        and _statements_completed() == 0
+                        and spent < self.io_timeout / 2
+                    ):
+                        reconnected = True
+                        log.debug("retrying %s on a new connection: %s", action, exc)
                         continue
                     raise
         except Exception as exc:
@@ -226,7 +251,14 @@ class _SqlCore:
             return url
 
     def _engine(self) -> Engine:
-        return _engine_for(self._resolve_url(), self.io_timeout)
+        # remembered per process: finding it renders the URL, which costs more than a statement's
+        # own Python work, and a store makes a dozen calls per alert
+        cached = self._cached_engine
+        if cached is not None and cached[0] == os.getpid():
+            return cached[1]
+        engine = _engine_for(self._resolve_url(), self.io_timeout)
+        self._cached_engine = (os.getpid(), engine)
+        return engine
 
     def _dialect(self) -> str:
         return self._resolve_url().get_backend_name()
@@ -235,7 +267,12 @@ class _SqlCore:
         return _schema(self.table_prefix)
 
     def _ready_key(self) -> tuple[str, str]:
-        return (self._resolve_url().render_as_string(hide_password=False), self.table_prefix)
+        if self._cached_ready_key is None:
+            self._cached_ready_key = (
+                self._resolve_url().render_as_string(hide_password=False),
+                self.table_prefix,
+            )
+        return self._cached_ready_key
 
     def _ensure_tables(self, started: float | None = None) -> None:
         if self._ready_key() not in _READY:
@@ -270,6 +307,38 @@ class _SqlCore:
     def _begin(self) -> Iterator[Connection]:
         with self._engine().begin() as conn:
             yield conn
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[Connection]:
+        """A connection on which each statement commits on its own, for calls whose statements need
+        no transaction around them: one statement, or reads and conditional writes that are exact
+        statement by statement.
+
+        On PostgreSQL this saves two of the three round trips of a one-statement call: psycopg2
+        sends ``BEGIN`` and ``COMMIT`` as statements of their own.  Under PostgreSQL's ``READ
+        COMMITTED`` every statement of a transaction takes a fresh snapshot anyway, so only locks
+        held across statements and multi-statement atomicity are given up.  The DBAPI flag is set
+        directly: SQLAlchemy's ``AUTOCOMMIT`` isolation level resets the session with another
+        round trip on every return to the pool.  MySQL's driver sends a statement to switch
+        autocommit, and SQLite has no round trips, so elsewhere this is :meth:`_begin`.
+        """
+        engine = self._engine()
+        if engine.dialect.name != "postgresql":
+            with engine.begin() as conn:
+                yield conn
+            return
+        with engine.connect() as conn:
+            raw: Any = conn.connection.dbapi_connection
+            raw.autocommit = True
+            try:
+                yield conn
+            finally:
+                # back to transactions for every other user of the pool (and the analytics)
+                if not conn.invalidated and not raw.closed:
+                    try:
+                        raw.autocommit = False
+                    except Exception:
+                        conn.invalidate()
 
     @contextmanager
     def _locking(self) -> Iterator[Connection]:

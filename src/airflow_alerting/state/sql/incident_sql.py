@@ -9,6 +9,7 @@ bound parameters, as the claim statements are.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from types import MappingProxyType
@@ -38,11 +39,15 @@ class _JoinSql:
     pointer: Any
     #: the incident's row, locked: ``p_id``
     record: Any
-    #: the member's ``last_at``, ``last_run_id`` and ``recovered_at``: ``p_id``, ``p_member``
+    #: the incident's row, read: ``p_id``
+    record_read: Any
+    #: PostgreSQL: the key's current row and its incident's row, both locked: ``p_key`` (no row when
+    #: the key has no current row, or no incident)
+    pointed: Any
+    #: one row: the member's ``member_hash`` (``None`` when it is new), ``last_at``, ``last_run_id``
+    #: and ``recovered_at``, and whether the DAG and the task are already in the incident
+    #: (``dag_known``, ``task_known``): ``p_id``, ``p_member``, ``p_dag``, ``p_task``
     member: Any
-    #: is the DAG / the task already in the incident? ``p_id``, ``p_dag`` / ``p_task``
-    dag_known: Any
-    task_known: Any
     #: executed with the member's columns
     add_member: Any
     #: another failure of a member: ``p_id``, ``p_member``, ``p_last``, ``p_run``, ``p_recovered``
@@ -51,6 +56,10 @@ class _JoinSql:
     save_record: Any
     #: the members that can be in the sample: ``p_id``
     sample: Any
+    #: PostgreSQL: ``save_record`` (its values bound as ``v_<column>``) in a ``WITH``, then ``sample``:
+    #: one round trip; the sample does not read the incident's row, and sees the member written by
+    #: the statement before
+    save_and_sample: Any
 
 
 @cache
@@ -75,16 +84,40 @@ def _join_sql(prefix: str) -> _JoinSql:
     )
 
     def known(condition: Any) -> Any:
-        return sa.select(sa.literal(1)).select_from(member).where(of_incident, condition).limit(1)
+        return sa.exists().where(of_incident, condition)
 
+    # one round trip instead of three: an outer join from a one-row table gives a row whether or not
+    # the member exists yet
+    one = sa.select(sa.literal(1).label("one")).subquery("one")
+    dag_known = known(member.c.dag_id == sa.bindparam("p_dag", type_=sa.String()))
+    task_known = known(member.c.task_hash == sa.bindparam("p_task", type_=sa.String()))
+
+    sample = sa.select(member).where(of_incident, sa.or_(threshold.is_(None), member.c.last_at >= threshold))
+    saved = (
+        sa.update(record)
+        .where(record.c.id == incident_id)
+        .values({name: sa.bindparam(f"v_{name}", type_=record.c[name].type) for name in _RECORD_COLUMNS})
+        .returning(record.c.id)
+        .cte("saved")
+    )
     return _JoinSql(
         pointer=sa.select(current.c.incident_id)
         .where(current.c.key_hash == sa.bindparam("p_key", type_=sa.String()))
         .with_for_update(),
         record=sa.select(record).where(record.c.id == incident_id).with_for_update(),
-        member=sa.select(member.c.last_at, member.c.last_run_id, member.c.recovered_at).where(mine),
-        dag_known=known(member.c.dag_id == sa.bindparam("p_dag", type_=sa.String())),
-        task_known=known(member.c.task_hash == sa.bindparam("p_task", type_=sa.String())),
+        record_read=sa.select(record).where(record.c.id == incident_id),
+        pointed=sa.select(current.c.incident_id, record)
+        .select_from(current.join(record, record.c.id == current.c.incident_id))
+        .where(current.c.key_hash == sa.bindparam("p_key", type_=sa.String()))
+        .with_for_update(),
+        member=sa.select(
+            member.c.member_hash,
+            member.c.last_at,
+            member.c.last_run_id,
+            member.c.recovered_at,
+            dag_known.label("dag_known"),
+            task_known.label("task_known"),
+        ).select_from(one.outerjoin(member, mine)),
         add_member=sa.insert(member),
         fail_member=sa.update(member)
         .where(mine)
@@ -95,18 +128,44 @@ def _join_sql(prefix: str) -> _JoinSql:
             recovered_at=sa.bindparam("p_recovered", type_=member.c.recovered_at.type),
         ),
         save_record=sa.update(record).where(record.c.id == incident_id),
-        sample=sa.select(member).where(
-            of_incident, sa.or_(threshold.is_(None), member.c.last_at >= threshold)
-        ),
+        sample=sample,
+        # add_cte: a data-modifying WITH runs whether or not the query reads it
+        save_and_sample=sample.add_cte(saved),
     )
 
 
 def _member_sample(conn: Connection, prefix: str, incident_id: str) -> tuple[IncidentMember, ...]:
     """The MEMBER_SAMPLE most recent members, ordered exactly as ``lifecycle.summarise`` orders them."""
-    rows = conn.execute(_join_sql(prefix).sample, {"p_id": incident_id}).all()
+    return _sample_of(conn.execute(_join_sql(prefix).sample, {"p_id": incident_id}).all())
+
+
+def _sample_of(rows: Sequence[Row[Any]]) -> tuple[IncidentMember, ...]:
+    """The member sample from the rows of ``_JoinSql.sample``."""
     # ties are broken by key in Python, so no database collation decides the order
     members = sorted((_member_from_row(row) for row in rows), key=_recency, reverse=True)
     return tuple(members[:MEMBER_SAMPLE])
+
+
+#: the ``incident_record`` columns :func:`_record_values` gives
+_RECORD_COLUMNS = (
+    "state",
+    "severity",
+    "last_seen_at",
+    "acknowledged_at",
+    "acknowledged_by",
+    "resolved_at",
+    "resolved_by",
+    "digested_at",
+    "failures",
+    "silenced",
+    "member_count",
+    "failing_count",
+    "task_count",
+    "dag_count",
+    "dag_sample",
+    "severity_reasons",
+    "announcements",
+)
 
 
 def _record_values(incident: Incident) -> dict[str, Any]:

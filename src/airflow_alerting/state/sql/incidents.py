@@ -47,6 +47,7 @@ from airflow_alerting.state.sql.incident_sql import (
     _json,
     _member_sample,
     _record_values,
+    _sample_of,
 )
 from airflow_alerting.state.sql.schema import _digest
 from airflow_alerting.state.sql.silences import _SilenceOperations
@@ -178,16 +179,24 @@ class _IncidentOperations(_SilenceOperations):
     def _join_incident(self, occurrence: Occurrence, rules: IncidentRules) -> IncidentJoin:
         current = self._schema().incident_current
         key_hash = _digest(occurrence.key)
-        pointer = _join_sql(self.table_prefix).pointer
+        sql = _join_sql(self.table_prefix)
+        # PostgreSQL locks the current row and its incident's row in one statement, in the order of
+        # its FROM list (current first, as the lock order requires); elsewhere, and when the key has
+        # no incident yet, the pointer and the incident are read (and locked) one after the other
+        both = self._dialect() == "postgresql"
         for _ in range(_JOIN_ATTEMPTS):
             with self._locking() as conn:
-                row = conn.execute(pointer, {"p_key": key_hash}).first()
+                if both:
+                    found = conn.execute(sql.pointed, {"p_key": key_hash}).first()
+                    if found is not None:
+                        return self._join_locked(conn, occurrence, rules, key_hash, found.incident_id, found)
+                row = conn.execute(sql.pointer, {"p_key": key_hash}).first()
                 if row is not None:
                     return self._join_locked(conn, occurrence, rules, key_hash, row.incident_id)
             # the key's first failure: create the row joiners take turns on, committed on its own, since
             # MySQL's INSERT IGNORE takes a shared lock on an existing key, and two joiners holding it
             # while both asking for the exclusive one would deadlock
-            with self._begin() as conn:
+            with self._autocommit() as conn:
                 conn.execute(self._insert_ignore(current, {"key_hash": key_hash, "incident_id": None}))
         raise StateUnavailableError(f"join_incident: the row of key {key_hash[:12]} kept disappearing")
 
@@ -198,11 +207,12 @@ class _IncidentOperations(_SilenceOperations):
         rules: IncidentRules,
         key_hash: str,
         incident_id: str | None,
+        found: Row[Any] | None = None,
     ) -> IncidentJoin:
-        """``lifecycle.join``, incrementally, with the key's current row locked."""
+        """``lifecycle.join``, incrementally, with the key's current row locked (and the incident's
+        row, when it is given as ``found``)."""
         sql = _join_sql(self.table_prefix)
-        found = None
-        if incident_id is not None:
+        if found is None and incident_id is not None:
             found = conn.execute(sql.record, {"p_id": incident_id}).first()
         current = _incident_from_row(found) if found is not None else None
         at = occurrence.at
@@ -225,17 +235,14 @@ class _IncidentOperations(_SilenceOperations):
             base, previous = current, current.severity
 
         mine = {"p_id": base.id, "p_member": _digest(occurrence.member_key)}
-        existing = conn.execute(sql.member, mine).first()
+        task_hash = _digest(IncidentMember(occurrence.dag_id, occurrence.task_id, occurrence.map_index).task)
+        looked_up = conn.execute(sql.member, {**mine, "p_dag": occurrence.dag_id, "p_task": task_hash}).one()
+        existing = looked_up if looked_up.member_hash is not None else None
         new_dag = new_task = still_recovered = False
         if existing is None:
-            task_hash = _digest(
-                IncidentMember(occurrence.dag_id, occurrence.task_id, occurrence.map_index).task
-            )
             # under the lock, so "not there yet" stays true until this insert commits
-            new_dag = (
-                conn.execute(sql.dag_known, {"p_id": base.id, "p_dag": occurrence.dag_id}).first() is None
-            )
-            new_task = conn.execute(sql.task_known, {"p_id": base.id, "p_task": task_hash}).first() is None
+            new_dag = not looked_up.dag_known
+            new_task = not looked_up.task_known
             conn.execute(
                 sql.add_member,
                 {
@@ -295,8 +302,14 @@ class _IncidentOperations(_SilenceOperations):
             severity, reasons, dag_count=updated.dag_count, task_count=updated.task_count, rules=rules
         )
         updated = replace(updated, severity=severity, severity_reasons=reasons)
-        conn.execute(sql.save_record, {"p_id": updated.id, **_record_values(updated)})
-        updated = replace(updated, members=_member_sample(conn, self.table_prefix, updated.id))
+        values = _record_values(updated)
+        if conn.dialect.name == "postgresql":
+            bound = {"p_id": updated.id, **{f"v_{name}": value for name, value in values.items()}}
+            members = _sample_of(conn.execute(sql.save_and_sample, bound).all())
+        else:
+            conn.execute(sql.save_record, {"p_id": updated.id, **values})
+            members = _member_sample(conn, self.table_prefix, updated.id)
+        updated = replace(updated, members=members)
         return IncidentJoin(updated, opened=opened, new_member=new_member, previous_severity=previous)
 
     def _open_record(self, conn: Connection, incident: Incident, key_hash: str) -> None:
@@ -336,11 +349,9 @@ class _IncidentOperations(_SilenceOperations):
     # --- reading --------------------------------------------------------------------------
 
     def _incident(self, incident_id: str) -> Incident | None:
-        import sqlalchemy as sa
-
-        record = self._schema().incident_record
-        with self._begin() as conn:
-            row = conn.execute(sa.select(record).where(record.c.id == incident_id)).first()
+        read = _join_sql(self.table_prefix).record_read
+        with self._autocommit() as conn:
+            row = conn.execute(read, {"p_id": incident_id}).first()
             if row is None:
                 return None
             return self._snapshot(conn, row)
@@ -352,7 +363,7 @@ class _IncidentOperations(_SilenceOperations):
         query = sa.select(record).order_by(record.c.last_seen_at.desc(), record.c.id.desc()).limit(limit)
         if states:
             query = query.where(record.c.state.in_([IncidentState(s).value for s in states]))
-        with self._begin() as conn:
+        with self._autocommit() as conn:
             rows = conn.execute(query).all()
             return [self._snapshot(conn, row) for row in rows]
 
@@ -386,7 +397,7 @@ class _IncidentOperations(_SilenceOperations):
             .select_from(member.join(record, record.c.id == member.c.incident_id))
             .where(*matching, record.c.state != _RESOLVED)
         )
-        with self._begin() as conn:
+        with self._autocommit() as conn:
             incident_ids = sorted(conn.execute(candidates).scalars())
         resolved: list[Incident] = []
         # one incident per transaction: a recovery never holds two incident locks

@@ -440,3 +440,17 @@ def _key(value: str) -> str:
     if len(value) <= KEY_LENGTH:
         return value
     return f"{value[: KEY_LENGTH - 65]}~{_digest(value)}"
+
+
+#: free-text history and outbox fields are cut to this many characters (MySQL TEXT holds 64 KiB of UTF-8)
+TEXT_LENGTH = 4000
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """A JSON object stored as text (an empty value is ``{}``)."""
+    import json
+
+    parsed = json.loads(value) if value else {}
+    if not isinstance(parsed, dict):
+        raise ValueError(f"expected a JSON object, found {type(parsed).__name__}")
+    return parsed

@@ -47,7 +47,7 @@ class _SilenceOperations(_SqlCore):
             "document": _dumps(silence.to_json()),
         }
         dialect = self._dialect()
-        with self._begin() as conn:
+        with self._autocommit() as conn:
             if dialect == "mysql":
                 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
@@ -65,7 +65,7 @@ class _SilenceOperations(_SqlCore):
         import sqlalchemy as sa
 
         table = self._schema().silence
-        with self._begin() as conn:
+        with self._autocommit() as conn:
             documents = list(conn.execute(sa.select(table.c.document)).scalars())
         found = []
         for document in documents:
@@ -98,7 +98,7 @@ class _SilenceOperations(_SqlCore):
         import sqlalchemy as sa
 
         table = self._schema().silence
-        with self._begin() as conn:
+        with self._autocommit() as conn:
             conn.execute(sa.delete(table).where(table.c.ends_at < cutoff))
 
 
